@@ -1,0 +1,143 @@
+"""Private skorch net that trains an AR-CSM by noise-conditional CSM.
+
+skorch's loop assumes ``criterion(module(X), y)``. CSM has no target and
+differentiates with respect to the input, so a few documented hooks are
+overridden (as skorch's own ``probabilistic.GPBase`` does for GP marginal
+likelihoods); each override says why it exists.
+"""
+
+from __future__ import annotations
+
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import Callback
+from skorch.dataset import unpack_data
+from torch.utils.data import DataLoader
+
+from sklearn_arcsm.objectives import noise_conditional_csm
+
+__all__ = ["CSMNet", "FiniteLossGuard"]
+
+
+class FiniteLossGuard(Callback):
+    """Stop training at the first non-finite batch loss with an actionable error."""
+
+    def on_batch_end(self, net, batch=None, training=None, loss=None, **kwargs):
+        if loss is not None and not torch.isfinite(loss).all():
+            phase = "training" if training else "validation"
+            raise FloatingPointError(
+                f"the CSM {phase} loss became non-finite at epoch "
+                f"{len(net.history)}. Training diverged: lower `lr` (now "
+                f"{net.lr}), or use larger `noise_levels` (the smallest level "
+                "sets the sharpest score the model must fit)."
+            )
+
+
+class CSMNet(NeuralNet):
+    """NeuralNet whose loss is the noise-conditional CSM objective of its module.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Passed to :class:`skorch.NeuralNet`.
+    noise_levels : torch.Tensor of shape (L,)
+        Decreasing noise levels (standardized units).
+    train_seed, valid_seed : int
+        Seeds of the generators for training and validation noise draws.
+    """
+
+    _generator_names = ("train_generator_", "valid_generator_", "shuffle_generator_")
+
+    def __init__(
+        self, *args, noise_levels, train_seed=0, valid_seed=1, shuffle_seed=2, **kwargs
+    ):
+        super().__init__(*args, **kwargs)
+        self.noise_levels = noise_levels
+        self.train_seed = train_seed
+        self.valid_seed = valid_seed
+        self.shuffle_seed = shuffle_seed
+
+    def initialize(self):
+        super().initialize()
+        device = torch.device(self.device)
+        self.train_generator_ = torch.Generator(device=device).manual_seed(
+            self.train_seed
+        )
+        self.valid_generator_ = torch.Generator(device=device).manual_seed(
+            self.valid_seed
+        )
+        # DataLoader shuffling draws on the CPU whatever the device.
+        self.shuffle_generator_ = torch.Generator().manual_seed(self.shuffle_seed)
+        return self
+
+    def get_iterator(self, dataset, training=False):
+        # Shuffle with the net's own seeded generator (skorch's default uses
+        # the global RNG); a generator kept as a constructor argument would
+        # not pickle.
+        if not training:
+            return super().get_iterator(dataset, training=training)
+        batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=self.shuffle_generator_,
+        )
+
+    def __getstate__(self):
+        # torch.Generator does not pickle: store its device and state instead.
+        state = super().__getstate__()
+        for name in self._generator_names:
+            if name in state:
+                generator = state[name]
+                state[name] = (str(generator.device), generator.get_state())
+        return state
+
+    def __setstate__(self, state):
+        saved = {
+            name: state.pop(name) for name in self._generator_names if name in state
+        }
+        super().__setstate__(state)
+        for name, (device, rng_state) in saved.items():
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                device = "cpu"  # skorch maps the weights to CPU the same way
+            generator = torch.Generator(device=device)
+            try:
+                generator.set_state(rng_state)
+            except RuntimeError:
+                # A CUDA state cannot seed a CPU generator: restart its stream.
+                generator.manual_seed(self.train_seed)
+            setattr(self, name, generator)
+
+    def infer(self, x, **fit_params):
+        # Returns per-sample objective values instead of module outputs: the
+        # "prediction" of a score model on a batch is its CSM value.
+        x = x.to(self.device)
+        generator = (
+            self.train_generator_ if self.module_.training else self.valid_generator_
+        )
+        levels = self.noise_levels.to(device=x.device, dtype=x.dtype)
+        return noise_conditional_csm(self.module_, x, levels, generator)
+
+    def get_loss(self, y_pred, y_true=None, X=None, training=False):
+        # There is no target: the loss is the batch mean of the CSM values.
+        return y_pred.mean()
+
+    def validation_step(self, batch, **fit_params):
+        # The stock step runs under no_grad, but CSM needs ds/dx; enable
+        # grad for the input derivative and detach what is returned.
+        self._set_training(False)
+        Xi, _ = unpack_data(batch)
+        with torch.enable_grad():
+            y_pred = self.infer(Xi, **fit_params)
+        return {"loss": y_pred.mean().detach(), "y_pred": y_pred.detach()}
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        # Re-seed validation noise every epoch, so the validation loss is a
+        # deterministic function of the weights and early stopping compares
+        # like with like.
+        if not training and iterator is not None:
+            self.valid_generator_.manual_seed(self.valid_seed)
+        return super().run_single_epoch(
+            iterator, training, prefix, step_fn, **fit_params
+        )

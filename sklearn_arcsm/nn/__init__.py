@@ -1,0 +1,18 @@
+"""Torch layer: context networks, the score head and the AR-CSM module.
+
+Nothing here imports scikit-learn or skorch.
+"""
+
+from sklearn_arcsm.nn.arcsm import ARCSM
+from sklearn_arcsm.nn.gaussian_made import GaussianMADE
+from sklearn_arcsm.nn.made import MADE, MaskedLinear, made_masks
+from sklearn_arcsm.nn.score_head import ConditionalScoreHead
+
+__all__ = [
+    "ARCSM",
+    "GaussianMADE",
+    "MADE",
+    "ConditionalScoreHead",
+    "MaskedLinear",
+    "made_masks",
+]
