@@ -189,9 +189,21 @@ class BaseCSMEstimator(BaseEstimator):
     # ------------------------------------------------------------------
     # Fit
     # ------------------------------------------------------------------
-    def _fit(self, X):
-        """Validate, standardize and train; set fitted attributes only on success."""
-        continuing = self.warm_start and hasattr(self, "net_")
+    def _fit(self, X, *, continuing=None, epochs=None):
+        """Validate, standardize and train; set fitted attributes only on success.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        continuing : bool, optional
+            Continue training the fitted net instead of starting afresh;
+            defaults to ``warm_start and fitted``.
+        epochs : int, optional
+            Epochs to run in this call (default ``max_epochs``).
+        """
+        if continuing is None:
+            continuing = self.warm_start and hasattr(self, "net_")
+        continuing = continuing and hasattr(self, "net_")
         X = validate_data(
             self, X, reset=not continuing, ensure_min_samples=2, dtype=np.float64
         )
@@ -213,7 +225,7 @@ class BaseCSMEstimator(BaseEstimator):
             net = self._build_net(Z, levels, device, seeds, valid)
         else:
             net.set_params(train_split=self._train_split(valid))
-        net.partial_fit(train)
+        net.partial_fit(train, epochs=epochs)
         self._check_finite_weights(net.module_)
 
         self.mean_ = mean
