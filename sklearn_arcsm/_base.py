@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.callbacks import EarlyStopping, ProgressBar
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
+from skorch.utils import noop
 
 from sklearn_arcsm._skorch import CSMNet, FiniteLossGuard
 from sklearn_arcsm.nn import ARCSM
@@ -273,7 +274,7 @@ class BaseCSMEstimator(BaseEstimator):
                         threshold=self.tol,
                         threshold_mode="abs",
                         load_best=True,
-                        sink=print if self.verbose else (lambda *a, **k: None),
+                        sink=print if self.verbose else noop,
                     ),
                 )
             )

@@ -74,14 +74,15 @@ class CSMNet(NeuralNet):
         # Shuffle with the net's own seeded generator (skorch's default uses
         # the global RNG); a generator kept as a constructor argument would
         # not pickle.
-        if not training:
-            return super().get_iterator(dataset, training=training)
+        # DataLoader draws a base seed from its generator even without
+        # shuffling, so validation gets a private one too: fit must not
+        # advance the caller's global RNG.
         batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=True,
-            generator=self.shuffle_generator_,
+            shuffle=training,
+            generator=self.shuffle_generator_ if training else torch.Generator(),
         )
 
     def __getstate__(self):

@@ -1,0 +1,270 @@
+"""ARCSMDensity end to end: normalization, the scikit-learn contract, inputs."""
+
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_arcsm import ARCSMDensity
+from tests.conftest import CHEAP_PARAMS
+
+SMALL = dict(
+    max_epochs=60,
+    hidden_layer_sizes=(32,),
+    head_layer_sizes=(16,),
+    n_quadrature=64,
+    batch_size=64,
+    random_state=0,
+)
+
+
+@pytest.fixture(scope="module")
+def fitted_moons():
+    from sklearn.datasets import make_moons
+
+    X, _ = make_moons(400, noise=0.1, random_state=0)
+    return ARCSMDensity(**SMALL).fit(X), X
+
+
+def test_fitted_2d_density_integrates_to_one(fitted_moons):
+    est, X = fitted_moons
+    lo, hi = X.min(0) - 3.0, X.max(0) + 3.0
+    gx = np.linspace(lo[0], hi[0], 220)
+    gy = np.linspace(lo[1], hi[1], 220)
+    grid = np.stack(np.meshgrid(gx, gy), -1).reshape(-1, 2)
+    mass = np.exp(est.score_samples(grid)).sum() * (gx[1] - gx[0]) * (gy[1] - gy[0])
+    assert abs(mass - 1.0) < 0.01
+
+
+def test_density_is_finite_far_outside_the_training_range(fitted_moons):
+    est, X = fitted_moons
+    far = np.array([[50.0, -50.0], [1e4, 0.0], [-3.0, 2.0]])
+    log_p = est.score_samples(far)
+    assert np.all(np.isfinite(log_p))
+    assert np.all(log_p < est.score_samples(X[:1]))
+
+
+def test_learns_better_than_a_single_gaussian(fitted_moons):
+    from sklearn.datasets import make_moons
+    from sklearn.mixture import GaussianMixture
+
+    est, X = fitted_moons
+    X_test, _ = make_moons(400, noise=0.1, random_state=1)
+    gauss = GaussianMixture(1).fit(X)
+    assert est.score(X_test) > gauss.score(X_test) + 0.15
+
+
+def test_outputs_have_the_documented_types_and_shapes(fitted_moons):
+    est, X = fitted_moons
+    log_p = est.score_samples(X[:7])
+    assert log_p.shape == (7,) and log_p.dtype == np.float64
+    assert est.score(X[:7]) == pytest.approx(log_p.mean())
+    samples = est.sample(5, random_state=0)
+    assert samples.shape == (5, 2)
+    assert est.sample().shape == (1, 2)
+    assert est.sample(0).shape == (0, 2)
+    assert len(est.loss_curve_) == est.n_iter_
+    assert est.module_ is est.net_.module_
+
+
+def test_samples_follow_the_density(fitted_moons):
+    est, X = fitted_moons
+    samples = est.sample(2000, random_state=0)
+    # Samples sit where the model puts mass: their mean log-density matches
+    # the model's expected log-density, estimated independently.
+    assert abs(samples.mean(0) - X.mean(0)).max() < 0.15
+    assert abs(samples.std(0) - X.std(0)).max() < 0.15
+
+
+def test_langevin_sampler_runs_and_lands_near_the_data(fitted_moons):
+    est, X = fitted_moons
+    samples = est.sample(200, random_state=0, method="langevin", n_steps=10)
+    assert samples.shape == (200, 2) and np.all(np.isfinite(samples))
+    assert abs(samples.mean(0) - X.mean(0)).max() < 0.5
+
+
+def test_sample_rejects_bad_arguments(fitted_moons):
+    est, _ = fitted_moons
+    with pytest.raises(ValueError, match="non-negative integer"):
+        est.sample(-1)
+    with pytest.raises(ValueError, match="method must be"):
+        est.sample(2, method="gibbs")
+
+
+def test_densities_are_reported_in_the_users_units(moons):
+    # Standardization is internal, so an affine change of units changes the
+    # log-density by exactly the log-Jacobian.
+    a = ARCSMDensity(**{**CHEAP_PARAMS, "random_state": 0}).fit(moons)
+    b = ARCSMDensity(**{**CHEAP_PARAMS, "random_state": 0}).fit(10.0 * moons + 3.0)
+    expected = a.score_samples(moons[:20]) - 2 * np.log(10.0)
+    np.testing.assert_allclose(
+        b.score_samples(10.0 * moons[:20] + 3.0), expected, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        b.sample(10, random_state=1),
+        10.0 * a.sample(10, random_state=1) + 3.0,
+        atol=1e-4,
+    )
+
+
+def test_same_random_state_gives_identical_fits_and_samples(moons):
+    a = ARCSMDensity(**{**CHEAP_PARAMS, "random_state": 3}).fit(moons)
+    b = ARCSMDensity(**{**CHEAP_PARAMS, "random_state": 3}).fit(moons)
+    np.testing.assert_array_equal(a.score_samples(moons), b.score_samples(moons))
+    np.testing.assert_array_equal(
+        a.sample(10, random_state=0), b.sample(10, random_state=0)
+    )
+    assert a.loss_curve_ == b.loss_curve_
+    c = ARCSMDensity(**{**CHEAP_PARAMS, "random_state": 4}).fit(moons)
+    assert not np.array_equal(a.score_samples(moons), c.score_samples(moons))
+
+
+def test_fit_does_not_touch_the_global_rngs(moons):
+    import torch
+
+    torch.manual_seed(123)
+    np.random.seed(123)
+    ARCSMDensity(**{**CHEAP_PARAMS, "random_state": 0}).fit(moons)
+    t, n = torch.rand(1), np.random.rand()
+    torch.manual_seed(123)
+    np.random.seed(123)
+    assert torch.equal(t, torch.rand(1)) and n == np.random.rand()
+
+
+def test_pickle_and_clone_round_trip(fitted_moons):
+    est, X = fitted_moons
+    restored = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(
+        restored.score_samples(X[:50]), est.score_samples(X[:50])
+    )
+    np.testing.assert_array_equal(
+        restored.sample(5, random_state=2), est.sample(5, random_state=2)
+    )
+    fresh = clone(est)
+    assert fresh.get_params() == est.get_params()
+    assert not hasattr(fresh, "module_")
+
+
+def test_pipeline_and_grid_search(moons):
+    pipe = Pipeline(
+        [("scale", StandardScaler()), ("density", ARCSMDensity(**CHEAP_PARAMS))]
+    )
+    pipe.fit(moons)
+    assert pipe.score_samples(moons[:5]).shape == (5,)
+    search = GridSearchCV(
+        ARCSMDensity(**{**CHEAP_PARAMS, "random_state": 0}),
+        {"context_size": [1, 2]},
+        cv=2,
+    )
+    search.fit(moons)
+    assert search.best_params_["context_size"] in (1, 2)
+    assert np.isfinite(search.best_score_)
+
+
+def test_warm_start_continues_training(moons):
+    est = ARCSMDensity(**{**CHEAP_PARAMS, "warm_start": True, "random_state": 0})
+    est.fit(moons)
+    first = est.module_.head.output_layer.weight.detach().clone()
+    est.fit(moons)
+    assert est.n_iter_ == 2 * CHEAP_PARAMS["max_epochs"]
+    assert not np.array_equal(
+        first.numpy(), est.module_.head.output_layer.weight.detach()
+    )
+
+
+def test_early_stopping_restores_best_validation_weights(moons):
+    est = ARCSMDensity(
+        **{**CHEAP_PARAMS, "max_epochs": 30, "n_iter_no_change": 2, "random_state": 0}
+    ).fit(moons)
+    assert est.n_iter_ <= 30
+    assert est.validation_loss_curve_ is not None
+    assert len(est.validation_loss_curve_) == est.n_iter_
+
+
+def test_extra_callbacks_are_used_and_not_mutated(moons):
+    from skorch.callbacks import Callback
+
+    class Count(Callback):
+        def __init__(self):
+            self.epochs = 0
+
+        def on_epoch_end(self, net, **kwargs):
+            self.epochs += 1
+
+    cb = Count()
+    est = ARCSMDensity(**{**CHEAP_PARAMS, "callbacks": [cb]}).fit(moons)
+    assert cb.epochs == 0  # the user's object is copied, not trained in place
+    used = dict(est.net_.callbacks_)
+    assert any(isinstance(c, Count) and c.epochs == est.n_iter_ for c in used.values())
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 4.0]]), "NaN"),
+        (np.array([[0.0, np.inf], [1.0, 2.0], [3.0, 4.0]]), "infinity"),
+        (np.array([1.0, 2.0, 3.0]), "2D array"),
+        (np.zeros((0, 2)), "0 sample"),
+        (np.array([["a", "b"], ["c", "d"]]), "[Ss]tring|could not convert"),
+        (np.array([[1.0, 2.0]]), "minimum of 2"),
+    ],
+)
+def test_bad_training_input_raises_a_clear_value_error(X, match):
+    with pytest.raises(ValueError, match=match):
+        ARCSMDensity(**CHEAP_PARAMS).fit(X)
+
+
+def test_bad_scoring_input_raises_a_clear_value_error(fitted_moons):
+    est, _ = fitted_moons
+    with pytest.raises(ValueError, match="features"):
+        est.score_samples(np.zeros((3, 5)))
+    with pytest.raises(ValueError, match="NaN"):
+        est.score_samples(np.array([[np.nan, 0.0]]))
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"noise_levels": [0.1, 0.5]}, "strictly decreasing"),
+        ({"noise_levels": [1.0, -0.1]}, "> 0"),
+        ({"hidden_layer_sizes": (8, 0)}, "positive integers"),
+        ({"head_layer_sizes": ()}, "positive integers"),
+        ({"device": "tpu"}, "device"),
+        ({"lr": -1.0}, "lr"),
+        ({"backbone": "transformer"}, "backbone"),
+    ],
+)
+def test_bad_parameters_raise_clear_errors(moons, params, match):
+    with pytest.raises(ValueError, match=match):
+        ARCSMDensity(**{**CHEAP_PARAMS, **params}).fit(moons)
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(moons):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        ARCSMDensity(**{**CHEAP_PARAMS, "device": "cuda"}).fit(moons)
+
+
+def test_the_callers_array_is_never_modified(moons):
+    X = np.asfortranarray(moons.copy())
+    X.setflags(write=False)
+    est = ARCSMDensity(**CHEAP_PARAMS).fit(X)
+    est.score_samples(X)
+    np.testing.assert_array_equal(X, moons)
+
+
+def test_single_feature_and_constant_column():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(200, 1))
+    est = ARCSMDensity(**CHEAP_PARAMS).fit(X)
+    assert est.sample(3, random_state=0).shape == (3, 1)
+    X2 = np.c_[X, np.full(200, 5.0)]
+    log_p = ARCSMDensity(**CHEAP_PARAMS).fit(X2).score_samples(X2)
+    assert np.all(np.isfinite(log_p))

@@ -1,0 +1,134 @@
+"""Properties of the torch layer: exact autoregressive masks, gradients."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sklearn_arcsm.nn import ARCSM, MADE, GaussianMADE, made_masks
+
+
+def _jacobian(fn, x):
+    return torch.autograd.functional.jacobian(fn, x)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n_features=st.integers(1, 7),
+    hidden=st.lists(st.integers(1, 12), min_size=1, max_size=3),
+    context=st.integers(1, 3),
+)
+def test_made_context_depends_only_on_strict_past(n_features, hidden, context):
+    torch.manual_seed(0)
+    made = MADE(n_features, hidden, context).double()
+    x = torch.randn(n_features, dtype=torch.float64)
+    # jac[d, h, k] = d context[d, h] / d x[k]
+    jac = _jacobian(lambda v: made(v[None])[0], x)
+    for d in range(n_features):
+        assert torch.all(jac[d, :, d:] == 0), f"context {d} sees x_{d} or later"
+
+
+def test_made_wide_layers_connect_every_past_input():
+    torch.manual_seed(0)
+    n_features = 5
+    made = MADE(n_features, (16, 16), 3).double()
+    x = torch.randn(n_features, dtype=torch.float64)
+    jac = _jacobian(lambda v: made(v[None])[0], x)
+    for d in range(1, n_features):
+        assert torch.all(jac[d, :, :d].abs().sum(dim=0) > 0)
+
+
+def test_made_masks_output_block_structure():
+    masks = made_masks(4, (6,), 2)
+    assert [tuple(m.shape) for m in masks] == [(6, 4), (8, 6)]
+    # The first dimension's context sees nothing.
+    assert masks[-1][:2].sum() == 0
+
+
+def test_made_masks_refuse_impossible_shapes():
+    with pytest.raises(ValueError, match="n_features >= 2"):
+        made_masks(1, (4,), 2)
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        made_masks(3, (), 2)
+
+
+def test_made_one_feature_is_a_learned_constant():
+    made = MADE(1, (8,), 3)
+    out = made(torch.randn(5, 1))
+    assert out.shape == (5, 1, 3)
+    assert torch.all(out == out[0])
+
+
+def _arcsm(n_features=4, dtype=torch.float64):
+    torch.manual_seed(1)
+    lower = -3.0 * torch.ones(n_features)
+    upper = 3.0 * torch.ones(n_features)
+    return ARCSM(n_features, (12,), 2, (8, 8), lower, upper).to(dtype)
+
+
+def test_arcsm_score_d_depends_on_x_up_to_d_only():
+    model = _arcsm()
+    sigma = torch.tensor(0.1, dtype=torch.float64)
+    x = torch.randn(4, dtype=torch.float64)
+    jac = _jacobian(lambda v: model(v[None], sigma)[0], x)
+    for d in range(4):
+        assert torch.all(jac[d, d + 1 :] == 0)
+        assert jac[d, d] != 0
+
+
+def test_arcsm_every_parameter_gets_a_gradient():
+    from sklearn_arcsm.objectives import noise_conditional_csm
+
+    model = _arcsm(dtype=torch.float32)
+    x = torch.randn(16, 4)
+    levels = torch.tensor([1.0, 0.1])
+    loss = noise_conditional_csm(model, x, levels, torch.Generator().manual_seed(0))
+    loss.mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and torch.any(param.grad != 0), name
+
+
+def test_arcsm_tails_continue_the_score_linearly():
+    model = _arcsm()
+    sigma = torch.tensor(0.1, dtype=torch.float64)
+    bias = model.conditioner(torch.zeros(1, 4, dtype=torch.float64))
+    edge = model.conditional_scores(
+        bias, torch.full((1, 4), 3.0, dtype=torch.float64), sigma
+    )
+    far = model.conditional_scores(
+        bias, torch.full((1, 4), 5.0, dtype=torch.float64), sigma
+    )
+    torch.testing.assert_close(far, edge - 2.0 / model.tail_scale**2)
+
+
+def test_arcsm_train_and_eval_modes_agree():
+    model = _arcsm()
+    sigma = torch.tensor(0.3, dtype=torch.float64)
+    x = torch.randn(8, 4, dtype=torch.float64)
+    model.train()
+    a = model(x, sigma)
+    model.eval()
+    torch.testing.assert_close(a, model(x, sigma))
+
+
+def test_arcsm_state_dict_round_trip():
+    model = _arcsm()
+    clone = _arcsm()
+    torch.nn.init.normal_(clone.head.output_layer.weight)
+    clone.load_state_dict(model.state_dict())
+    x = torch.randn(8, 4, dtype=torch.float64)
+    sigma = torch.tensor(0.3, dtype=torch.float64)
+    torch.testing.assert_close(model(x, sigma), clone(x, sigma))
+
+
+def test_gaussian_made_log_prob_matches_independent_gaussians_at_init():
+    torch.manual_seed(0)
+    model = GaussianMADE(3, (8,)).double()
+    # Zero the output layer: every conditional becomes N(bias_mean, exp(bias)).
+    last = model.made.layers[-1]
+    torch.nn.init.zeros_(last.weight)
+    x = torch.randn(5, 3, dtype=torch.float64)
+    mean = last.bias.view(3, 2)[:, 0]
+    scale = torch.exp(last.bias.view(3, 2)[:, 1])
+    expected = torch.distributions.Normal(mean, scale).log_prob(x).sum(-1)
+    torch.testing.assert_close(model.log_prob(x), expected)

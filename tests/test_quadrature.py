@@ -1,0 +1,159 @@
+"""Quadrature against closed forms.
+
+Stated tolerances, with ``n_cells = 256``:
+
+* a Gaussian (window of 4 to 12 standard deviations, cell width at most
+  sd / 21): log-density within 1e-6 and CDF within 1e-5;
+* a two-component mixture (window up to 30 component-sds wide, cell width up
+  to sd / 8.5): log-density within 1e-5 (Simpson, 4th order) and CDF within
+  1e-4 (log-linear interpolation between points, 2nd order).
+"""
+
+import math
+
+import numpy as np
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+
+from sklearn_arcsm import quadrature as q
+
+T = torch.float64
+N_CELLS = 256
+
+
+def _t(v):
+    return torch.as_tensor(v, dtype=T)
+
+
+def _gaussian_setup(mu, sd, left, right):
+    lower, upper = _t(mu - left * sd), _t(mu + right * sd)
+    grid = q.grid_points(lower, upper, N_CELLS)
+    scores = -(grid - mu) / sd**2
+    return lower, upper, scores
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    mu=st.floats(-5, 5),
+    sd=st.floats(0.05, 5),
+    left=st.floats(2, 6),
+    right=st.floats(2, 6),
+    where=st.floats(-8, 8),
+)
+def test_gaussian_log_density_and_cdf_match_closed_form(mu, sd, left, right, where):
+    # With tail_scale == sd the tail continuation is the Gaussian's own score,
+    # so the quadrature density must be the exact Gaussian, tails included.
+    lower, upper, scores = _gaussian_setup(mu, sd, left, right)
+    x = _t(mu + where * sd)
+    got = q.log_density(x, scores, lower, upper, sd)
+    assert abs(float(got) - stats.norm(mu, sd).logpdf(float(x))) < 1e-6
+    got_cdf = q.cdf(x, scores, lower, upper, sd)
+    assert abs(float(got_cdf) - stats.norm(mu, sd).cdf(float(x))) < 1e-5
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    gap=st.floats(0.5, 6),
+    weight=st.floats(0.1, 0.9),
+    sd2=st.floats(0.3, 2),
+    where=st.floats(0, 1),
+)
+def test_mixture_log_density_matches_closed_form(gap, weight, sd2, where):
+    mix = [(weight, 0.0, 1.0), (1 - weight, gap, sd2)]
+    lower, upper = _t(-10.0), _t(gap + 10 * sd2)
+
+    def log_pdf(t):
+        parts = [
+            torch.log(_t(w))
+            - 0.5 * ((t - m) / s) ** 2
+            - math.log(s * math.sqrt(2 * math.pi))
+            for w, m, s in mix
+        ]
+        return torch.logsumexp(torch.stack(parts), dim=0)
+
+    grid = q.grid_points(lower, upper, N_CELLS).requires_grad_(True)
+    (scores,) = torch.autograd.grad(log_pdf(grid).sum(), grid)
+    x = lower + (upper - lower) * where
+    got = q.log_density(x, scores, lower, upper, 1.0)
+    assert abs(float(got - log_pdf(x))) < 1e-5
+    cdf_true = sum(w * stats.norm(m, s).cdf(float(x)) for w, m, s in mix)
+    assert abs(float(q.cdf(x, scores, lower, upper, 1.0)) - cdf_true) < 1e-4
+
+
+def test_log_normalizer_of_flat_scores_is_window_plus_tails():
+    lower, upper = _t(-2.0), _t(3.0)
+    scores = torch.zeros(2 * 8 + 1, dtype=T)
+    energy = q.cumulative_energy(scores, lower, upper)
+    log_z = q.log_normalizer(energy, scores, lower, upper, 0.5)
+    tails = 2 * 0.5 * math.sqrt(math.pi / 2)
+    assert abs(float(log_z) - math.log(5.0 + tails)) < 1e-12
+
+
+def test_log_gaussian_tail_is_stable_for_extreme_slopes():
+    slopes = _t([-1e4, -50.0, -1.0, 0.0, 1.0, 30.0])
+    got = q.log_gaussian_tail(slopes, 1.0)
+    assert torch.all(torch.isfinite(got))
+    # Slope 0: half a Gaussian integral.
+    assert abs(float(got[3]) - math.log(math.sqrt(math.pi / 2))) < 1e-12
+    # Very negative slope: int exp(a t) dt = 1/|a|.
+    assert abs(float(got[0]) + math.log(1e4)) < 1e-6
+    # Large positive slope: the Gaussian is almost entirely inside.
+    full = 0.5 * 30.0**2 + math.log(math.sqrt(2 * math.pi))
+    assert abs(float(got[-1]) - full) < 1e-6
+
+
+def test_inverse_cdf_inverts_cdf_and_samples_the_density():
+    mu, sd = 0.7, 0.4
+    lower, upper, scores = _gaussian_setup(mu, sd, 3, 3)
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=T)
+    n = u.shape[0]
+    x = q.inverse_cdf(u, scores.expand(n, -1), lower.expand(n), upper.expand(n), sd)
+    back = q.cdf(x, scores.expand(n, -1), lower.expand(n), upper.expand(n), sd)
+    torch.testing.assert_close(back, u, atol=1e-6, rtol=0)
+    # Samples include the tails (about 0.27% beyond 3 sd) and pass a KS test.
+    assert float((x > upper).double().mean() + (x < lower).double().mean()) > 0
+    assert stats.kstest(x.numpy(), stats.norm(mu, sd).cdf).pvalue > 0.01
+
+
+def test_energy_at_grid_points_equals_cumulative_energy():
+    lower, upper = _t(-1.0), _t(2.0)
+    grid = q.grid_points(lower, upper, 64)
+    scores = torch.sin(3 * grid)
+    energy = q.cumulative_energy(scores, lower, upper)
+    n = grid.shape[0]
+    at = q.energy_at(
+        grid, energy.expand(n, -1), scores.expand(n, -1), lower, upper, 1.0
+    )
+    torch.testing.assert_close(at, energy, atol=1e-12, rtol=0)
+    exact = (1 - torch.cos(3 * grid)) / 3 - (1 - math.cos(-3.0)) / 3
+    torch.testing.assert_close(energy, exact, atol=1e-6, rtol=0)
+
+
+def test_quadrature_error_decreases_with_resolution():
+    # Simpson: error ~ h^4; doubling the cells cuts it by ~16.
+    errors = []
+    for n in (8, 16, 32):
+        lower, upper = _t(-4.0), _t(4.0)
+        grid = q.grid_points(lower, upper, n)
+        scores = -(grid - 0.3) / 0.5**2 + torch.cos(4 * grid)
+
+        def log_pdf_unnorm(t):
+            return -((t - 0.3) ** 2) / (2 * 0.25) + torch.sin(4 * t) / 4
+
+        fine = q.grid_points(lower, upper, 4096)
+        w = torch.full_like(fine, (8.0 / 8192) / 3)
+        ref = torch.logsumexp(log_pdf_unnorm(fine) + torch.log(w * _simpson(fine)), 0)
+        energy = q.cumulative_energy(scores, lower, upper)
+        log_z = q.log_normalizer(energy, scores, lower, upper, 0.5)
+        errors.append(abs(float(log_z - (ref - log_pdf_unnorm(lower)))))
+    assert errors[1] < errors[0] / 8 and errors[2] < errors[1] / 8
+    assert np.all(np.isfinite(errors))
+
+
+def _simpson(points):
+    w = torch.full_like(points, 2.0)
+    w[1::2] = 4.0
+    w[0] = w[-1] = 1.0
+    return w
