@@ -30,7 +30,7 @@ setup(
         "skorch>=1.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "pandas"],
+        "test": ["pytest>=7", "hypothesis>=6", "pandas", "matplotlib>=3.7"],
         "examples": ["matplotlib>=3.7"],
         "benchmarks": ["matplotlib>=3.7"],
         "docs": [
