@@ -1,0 +1,385 @@
+"""CSMScoreEstimator: conditional scores of a distribution known by its samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context
+from sklearn.utils.validation import check_is_fitted
+
+from sklearn_arcsm import objectives
+from sklearn_arcsm._base import BaseCSMEstimator
+
+__all__ = ["CSMScoreEstimator"]
+
+# Rows per forward pass at inference: bounds memory for large inputs.
+INFERENCE_CHUNK = 4096
+
+
+class CSMScoreEstimator(BaseCSMEstimator):
+    """Conditional score estimator: an AR-CSM trained by composite score matching.
+
+    Given samples of a distribution that can be sampled but not evaluated (an
+    implicit model, a simulator, the encoder of a VAE), this estimator learns
+    its autoregressive conditional scores
+    ``s_d(x) = d/dx_d log p(x_d | x_<d)``, in the order of the columns of
+    ``X``. The model is the same as :class:`~sklearn_arcsm.ARCSMDensity`'s (a
+    MADE context network feeding a small conditional score network, trained
+    by noise-conditional CSM); this class exposes its scores rather than its
+    density.
+
+    Data are standardized internally; scores and their derivatives are
+    reported in the units of ``X``. The scores are those of the data smoothed
+    by the smallest noise level (``noise_levels_[-1]`` in standardized
+    units), evaluated with clean inputs.
+
+    Parameters
+    ----------
+    backbone : {"made"}, default="made"
+        Context network. ``"made"``: masked autoencoder for vectors.
+    hidden_layer_sizes : "auto" or tuple of int, default="auto"
+        Hidden widths of the context network. ``"auto"`` uses two layers of
+        width ``clip(2 * n_features, 128, 1024)``.
+    context_size : int, default=8
+        Width of the context vector per dimension.
+    head_layer_sizes : tuple of int, default=(32, 32)
+        Hidden widths of the conditional score network.
+    n_frequencies : int, default=6
+        Fourier frequencies encoding the scalar input of the score network.
+    noise_levels : None, float or array-like of float, default=None
+        Decreasing noise levels (in standardized units) for noise-conditional
+        training. ``None`` means 4 geometric levels from 1.0 to 0.1. The
+        estimated scores are those of the data smoothed by the smallest level.
+    n_quadrature : int, default=256
+        Quadrature cells per dimension, used by :meth:`sample`.
+    max_epochs : int, default=100
+        Maximum number of passes over the training data in :meth:`fit`.
+    batch_size : int, default=256
+        Mini-batch size.
+    lr : float, default=1e-3
+        Adam learning rate.
+    device : str, default="cpu"
+        Torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the data, stop when its CSM loss
+        has not improved by ``tol`` for ``n_iter_no_change`` epochs, and keep
+        the best weights. In :meth:`partial_fit` (one epoch per call) the
+        held-out part only feeds ``validation_loss_curve_``.
+    validation_fraction : float, default=0.1
+        Fraction of the data held out for early stopping.
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
+    tol : float, default=1e-4
+        Minimum improvement of the validation loss.
+    callbacks : list of skorch callbacks, default=None
+        Extra callbacks for the private skorch net (copied before use).
+    verbose : int, default=0
+        0: silent; 1: skorch's epoch table; 2: also a progress bar.
+    warm_start : bool, default=False
+        If True, ``fit`` continues training the fitted model on the new data
+        (keeping the standardization, window and optimizer state).
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialization, shuffling, the validation split and
+        every noise draw.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features, if ``X`` had string column names.
+    module_ : sklearn_arcsm.nn.ARCSM
+        The trained torch module (standardized units, float32).
+    net_ : skorch.NeuralNet
+        The private skorch net (its ``history`` has per-epoch details).
+    loss_curve_ : list of float
+        Training CSM loss per epoch (standardized units).
+    validation_loss_curve_ : list of float or None
+        Validation CSM loss per epoch (None without early stopping).
+    n_iter_ : int
+        Number of epochs run (in total, across partial fits and warm starts).
+    mean_, scale_ : ndarray of shape (n_features_in_,)
+        Standardization, fixed by the first fit.
+    noise_levels_ : ndarray of shape (n_levels,)
+        Noise levels used.
+    hidden_layer_sizes_ : tuple of int
+        Resolved hidden widths of the context network.
+    device_ : str
+        Resolved device.
+
+    See Also
+    --------
+    ARCSMDensity : The same model, exposed as a normalized density.
+    sklearn_arcsm.objectives : The objectives as torch functions.
+
+    Notes
+    -----
+    :meth:`score` is the mean of minus the per-sample CSM objective. The CSM
+    divergence between the data and the model equals the CSM objective plus a
+    constant that depends on the data only (MATH.md section 3), so higher
+    held-out scores mean better fits and the score can select models fitted
+    to the same data (for instance with :class:`~sklearn.model_selection.
+    GridSearchCV`, which needs no ``y``). Its value may be of either sign and
+    is not comparable across datasets.
+
+    The conditional scores follow the column order; they differ from the
+    joint score ``grad log p(x)`` except for independent features.
+
+    References
+    ----------
+    C. Meng, L. Yu, Y. Song, J. Song, S. Ermon. "Autoregressive Score
+    Matching." NeurIPS 2020.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_arcsm import CSMScoreEstimator
+    >>> X = np.random.RandomState(0).normal(size=(500, 3))
+    >>> est = CSMScoreEstimator(max_epochs=5, random_state=0).fit(X)
+    >>> est.predict(X[:4]).shape
+    (4, 3)
+    >>> est.score_samples(X[:4]).shape
+    (4,)
+    >>> est = est.partial_fit(X + 0.1)  # one more epoch on moved samples
+
+    Inside a torch training loop (an implicit VAE encoder, MATH.md section
+    10): fit the estimator to detached encoder samples, then add the entropy
+    surrogate to the encoder's loss.
+
+    >>> import torch
+    >>> z = torch.randn(8, 3, requires_grad=True)  # stands in for encoder output
+    >>> est = est.partial_fit(z.detach().numpy())
+    >>> scores = est.conditional_scores_torch(z)  # differentiable in z
+    >>> scores.shape
+    torch.Size([8, 3])
+    >>> surrogate = est.entropy_surrogate(z).mean()  # its gradient: -grad H
+    >>> surrogate.backward()
+    >>> bool(torch.allclose(z.grad, scores.detach() / 8))
+    True
+    """
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the conditional scores by noise-conditional composite score matching.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples of the distribution (at least 2 rows).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : CSMScoreEstimator
+        """
+        return self._fit(X)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Train one epoch on ``X``, continuing from the current model.
+
+        The first call initializes the model and fixes the standardization
+        from ``X``; later calls continue training the same network and
+        optimizer state on the new samples, so the estimator can track a
+        distribution that moves between calls (an encoder during VAE
+        training). Every call, the first included, runs one epoch, as
+        :meth:`sklearn.neural_network.MLPRegressor.partial_fit` does; call
+        :meth:`fit` first for a converged start.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            New samples (at least 2 rows).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : CSMScoreEstimator
+        """
+        return self._fit(X, continuing=True, epochs=1)
+
+    # ------------------------------------------------------------------
+    # Inference (float64 copy of the module, in chunks of rows)
+    # ------------------------------------------------------------------
+    def _scores_and_csm(self, X, *, with_csm: bool):
+        check_is_fitted(self)
+        Z = self._standardize(X)
+        module = self._inference_module().requires_grad_(False)
+        sigma = torch.tensor(
+            self.noise_levels_[-1], dtype=torch.float64, device=Z.device
+        )
+        scale = torch.as_tensor(self.scale_, dtype=torch.float64, device=Z.device)
+        scores, values = [], []
+        for start in range(0, Z.shape[0], INFERENCE_CHUNK):
+            z = Z[start : start + INFERENCE_CHUNK]
+            with torch.no_grad():
+                bias = module.conditioner(z)
+            if with_csm:
+                # Per-sample CSM in the units of X: s_d and ds_d/dx_d carry
+                # 1 / scale_d and 1 / scale_d**2 (x = mean + scale * z).
+                csm = objectives.composite_score_matching(
+                    lambda u, bias=bias: module.conditional_scores(bias, u, sigma),
+                    z,
+                    weights=1.0 / scale.square(),
+                )
+                values.append(csm.detach())
+            else:
+                with torch.no_grad():
+                    scores.append(module.conditional_scores(bias, z, sigma) / scale)
+        parts = values if with_csm else scores
+        if not parts:
+            shape = (0,) if with_csm else (0, self.n_features_in_)
+            return np.zeros(shape)
+        return torch.cat(parts).cpu().numpy()
+
+    def predict(self, X):
+        """Conditional scores ``s_d(x) = d/dx_d log p(x_d | x_<d)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_features), float64
+            In the units of ``X`` (per unit of ``x_d``).
+        """
+        return self._scores_and_csm(X, with_csm=False)
+
+    def score_samples(self, X):
+        """Minus the per-sample CSM objective, ``-sum_d [s_d**2 / 2 + ds_d/dx_d]``.
+
+        Computed in the units of ``X``. Higher means a better fit; averaged
+        over held-out samples it estimates minus the CSM divergence up to a
+        data-dependent constant.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        score : ndarray of shape (n_samples,), float64
+        """
+        return -self._scores_and_csm(X, with_csm=True)
+
+    def score(self, X, y=None):
+        """Mean of :meth:`score_samples`: minus the CSM objective on ``X``.
+
+        Valid for model selection between models fitted to the same data
+        (see Notes of the class). The mean keeps folds of different sizes
+        comparable.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(
+        self,
+        n_samples=1,
+        random_state=None,
+        *,
+        method="inverse_cdf",
+        n_steps=20,
+        step_size=None,
+    ):
+        """Draw samples from the model by the autoregressive sampler.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draw.
+        method : {"inverse_cdf", "langevin"}, default="inverse_cdf"
+            ``"inverse_cdf"``: exact draws from each 1-D conditional by
+            inverting its CDF on the quadrature grid. ``"langevin"``: the
+            paper's annealed autoregressive Langevin dynamics.
+        n_steps : int, default=20
+            Langevin steps per noise level (``method="langevin"`` only).
+        step_size : float, default=None
+            Langevin step at the smallest level; None means
+            ``0.1 * noise_levels_[-1] ** 2``.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+        """
+        return self._sample(n_samples, random_state, method, n_steps, step_size)
+
+    # ------------------------------------------------------------------
+    # Torch-level entry for use inside a training loop
+    # ------------------------------------------------------------------
+    def conditional_scores_torch(self, x: torch.Tensor) -> torch.Tensor:
+        """Differentiable conditional scores of a torch tensor, in the units of ``X``.
+
+        Uses the trained module itself (float32, on ``device_``; no copy), so
+        it always reflects the latest :meth:`fit` or :meth:`partial_fit`. The
+        result is differentiable with respect to ``x``: ``x`` is standardized
+        inside the graph. The graph also reaches the module's parameters;
+        wrap the call in ``torch.no_grad()`` when only values are needed.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (batch, n_features_in_)
+            Points, on any device and floating dtype (moved and cast to the
+            module's, and the result cast back).
+
+        Returns
+        -------
+        scores : torch.Tensor of shape (batch, n_features_in_)
+            Same dtype and device as ``x``.
+        """
+        check_is_fitted(self)
+        if not isinstance(x, torch.Tensor) or x.ndim != 2:
+            raise ValueError(
+                "x must be a 2-D torch.Tensor of shape (batch, n_features); got "
+                f"{type(x).__name__} with shape {getattr(x, 'shape', None)}."
+            )
+        if x.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"x has {x.shape[1]} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input."
+            )
+        param = next(self.module_.parameters())
+        dtype, device = param.dtype, param.device
+        mean = torch.as_tensor(self.mean_, dtype=dtype, device=device)
+        scale = torch.as_tensor(self.scale_, dtype=dtype, device=device)
+        sigma = torch.tensor(self.noise_levels_[-1], dtype=dtype, device=device)
+        z = (x.to(device=device, dtype=dtype) - mean) / scale
+        scores = self.module_(z, sigma) / scale
+        return scores.to(device=x.device, dtype=x.dtype)
+
+    def entropy_surrogate(self, z: torch.Tensor) -> torch.Tensor:
+        """Per-sample surrogate ``sum_d stopgrad(s_d(z)) z_d`` (MATH.md section 10).
+
+        For an encoder that samples ``z`` autoregressively by
+        reparameterization in the column order of the fitted data, the
+        gradient of ``entropy_surrogate(z).mean()`` with respect to the
+        encoder's parameters estimates ``-grad H(q)``: add it to a minimized
+        loss in place of ``-H``. Fit the estimator to detached samples of the
+        same encoder first (:meth:`partial_fit` each step keeps it current).
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (batch, n_features_in_)
+            Encoder samples, attached to the encoder's graph.
+
+        Returns
+        -------
+        surrogate : torch.Tensor of shape (batch,)
+            Its value carries no meaning; only its gradient does.
+        """
+        with torch.no_grad():
+            scores = self.conditional_scores_torch(z)
+        return objectives.entropy_surrogate(z, scores)
