@@ -7,11 +7,14 @@ everything about building and training an AR-CSM lives here once.
 from __future__ import annotations
 
 import copy
+import functools
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -21,6 +24,7 @@ from skorch.helper import predefined_split
 from skorch.utils import noop
 
 from sklearn_arcsm._skorch import CSMNet, FiniteLossGuard
+from sklearn_arcsm.callbacks import EstimatorCheckpoint
 from sklearn_arcsm.nn import ARCSM
 from sklearn_arcsm.sampling import annealed_langevin_sample, inverse_cdf_sample
 
@@ -28,9 +32,34 @@ from sklearn_arcsm.sampling import annealed_langevin_sample, inverse_cdf_sample
 # quadrature window is the training range widened by WINDOW_PAD on each side.
 WINDOW_PAD = 1.0
 TAIL_SCALE = 1.0
+# Version of the pickled layout of fitted estimators. Bump it when fitted
+# attributes or the module's state dict change meaning, and teach
+# __setstate__ to migrate older formats; newer formats are refused clearly.
+PERSISTENCE_FORMAT = 1
 # Upper bound on the elements of one (rows, D, grid, K) quadrature tensor,
 # which bounds memory in score_samples whatever the number of rows.
 QUADRATURE_BUDGET = 2**23
+
+
+def _package_version() -> str:
+    from sklearn_arcsm import __version__
+
+    return __version__
+
+
+def _mean_and_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column means and standard deviations, safe for any finite magnitude.
+
+    Columns are divided by their largest magnitude first, so that squares do
+    not overflow for values near 1e200 nor underflow near 1e-200. A constant
+    column keeps unit scale (as ``StandardScaler`` does).
+    """
+    magnitude = np.abs(X).max(axis=0)
+    magnitude = np.where(magnitude > 0, magnitude, 1.0)
+    scaled = X / magnitude
+    mean = scaled.mean(axis=0) * magnitude
+    scale = scaled.std(axis=0) * magnitude
+    return mean, np.where(scale > 0, scale, 1.0)
 
 
 def default_noise_levels() -> np.ndarray:
@@ -193,6 +222,11 @@ class BaseCSMEstimator(BaseEstimator):
     def _fit(self, X, *, continuing=None, epochs=None):
         """Validate, standardize and train; set fitted attributes only on success.
 
+        A fresh fit that fails (bad input, divergence without a checkpoint to
+        fall back on, any exception) leaves the estimator unfitted, even if
+        it was fitted before. A continued fit trains a copy of the net, so on
+        failure the previously fitted model stays as it was.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -205,6 +239,14 @@ class BaseCSMEstimator(BaseEstimator):
         if continuing is None:
             continuing = self.warm_start and hasattr(self, "net_")
         continuing = continuing and hasattr(self, "net_")
+        try:
+            return self._fit_unchecked(X, continuing, epochs)
+        except BaseException:
+            if not continuing:
+                self._clear_fitted_attributes()
+            raise
+
+    def _fit_unchecked(self, X, continuing, epochs):
         X = validate_data(
             self, X, reset=not continuing, ensure_min_samples=2, dtype=np.float64
         )
@@ -214,34 +256,76 @@ class BaseCSMEstimator(BaseEstimator):
         if continuing:
             mean, scale = self.mean_, self.scale_
             net = copy.deepcopy(self.net_)  # train a candidate, commit on success
+            # New noise levels or learning rate apply from here on (e.g. to
+            # anneal by repeated warm-started fits).
+            net.noise_levels = torch.as_tensor(levels, dtype=torch.float32)
+            if net.lr != self.lr:
+                net.set_params(lr=self.lr)  # skorch updates the param groups
+            net.callbacks = self._make_callbacks()
+            net.initialize_callbacks()
         else:
-            mean = X.mean(axis=0)
-            scale = X.std(axis=0)
-            # A constant column keeps unit scale (as StandardScaler does); its
-            # density is then the smallest noise level's Gaussian.
-            scale = np.where(scale > 0, scale, 1.0)
+            mean, scale = _mean_and_scale(X)
         Z = ((X - mean) / scale).astype(np.float32)
         train, valid = self._split(Z, seeds["split"])
-        if not continuing:
-            net = self._build_net(Z, levels, device, seeds, valid)
-        else:
+        if continuing:
             net.set_params(train_split=self._train_split(valid))
-        net.partial_fit(train, epochs=epochs)
+        else:
+            net = self._build_net(Z, levels, device, seeds, valid)
+        net.diverged_at_ = None
+        fitted = dict(mean_=mean, scale_=scale, noise_levels_=levels, device_=device)
+        checkpoints = [
+            cb for _, cb in net.callbacks_ if isinstance(cb, EstimatorCheckpoint)
+        ]
+        for cb in checkpoints:
+            cb.snapshot_fn_ = functools.partial(self._snapshot, fitted=fitted)
+        try:
+            net.partial_fit(train, epochs=self.max_epochs if epochs is None else epochs)
+        finally:
+            for cb in checkpoints:
+                cb.snapshot_fn_ = None
         self._check_finite_weights(net.module_)
+        if net.diverged_at_ is not None:
+            warnings.warn(
+                f"training diverged (non-finite loss) at epoch {net.diverged_at_}; "
+                "the weights with the best validation loss were restored. Lower "
+                f"`lr` (now {self.lr}) or use larger `noise_levels` to train "
+                "further.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._commit(net, fitted)
+        return self
 
-        self.mean_ = mean
-        self.scale_ = scale
-        self.noise_levels_ = levels
-        self.device_ = device
+    def _commit(self, net, fitted: dict) -> None:
+        """Set every fitted attribute from a trained net."""
+        for name, value in fitted.items():
+            setattr(self, name, value)
         self.hidden_layer_sizes_ = self._module_hidden_sizes(net)
         self.net_ = net
         self.module_ = net.module_
-        self.loss_curve_ = list(net.history[:, "train_loss"])
+        epochs_done = [row for row in net.history if "train_loss" in row]
+        self.loss_curve_ = [row["train_loss"] for row in epochs_done]
         self.validation_loss_curve_ = (
-            list(net.history[:, "valid_loss"]) if self.early_stopping else None
+            [row["valid_loss"] for row in epochs_done if "valid_loss" in row]
+            if self.early_stopping
+            else None
         )
-        self.n_iter_ = len(net.history)
-        return self
+        self.n_iter_ = len(epochs_done)
+
+    def _snapshot(self, net, *, fitted: dict):
+        """A fitted copy of this estimator at the net's current state."""
+        snapshot = clone(self)
+        snapshot.n_features_in_ = self.n_features_in_
+        if hasattr(self, "feature_names_in_"):
+            snapshot.feature_names_in_ = self.feature_names_in_
+        snapshot._commit(net, fitted)
+        return snapshot
+
+    def _clear_fitted_attributes(self) -> None:
+        # Everything check_is_fitted looks at: public names ending in "_".
+        for name in list(vars(self)):
+            if name.endswith("_") and not name.startswith("_"):
+                delattr(self, name)
 
     def _split(self, Z: np.ndarray, seed: int):
         if not self.early_stopping:
@@ -263,26 +347,7 @@ class BaseCSMEstimator(BaseEstimator):
             else self._resolve_sizes(self.hidden_layer_sizes, "hidden_layer_sizes")
         )
         head = self._resolve_sizes(self.head_layer_sizes, "head_layer_sizes")
-        callbacks = [("finite_loss", FiniteLossGuard())]
-        if self.early_stopping:
-            callbacks.append(
-                (
-                    "early_stopping",
-                    EarlyStopping(
-                        monitor="valid_loss",
-                        patience=self.n_iter_no_change,
-                        threshold=self.tol,
-                        threshold_mode="abs",
-                        load_best=True,
-                        sink=print if self.verbose else noop,
-                    ),
-                )
-            )
-        if self.verbose and self.verbose >= 2:
-            callbacks.append(("progress_bar", ProgressBar()))
-        # Copies: skorch initializes callbacks in place, and a parameter the
-        # user passed must not change.
-        callbacks.extend(copy.deepcopy(self.callbacks or []))
+        callbacks = self._make_callbacks()
         net = CSMNet(
             ARCSM,
             module__n_features=n_features,
@@ -313,6 +378,29 @@ class BaseCSMEstimator(BaseEstimator):
             torch.manual_seed(seeds["init"])
             net.initialize()
         return net
+
+    def _make_callbacks(self) -> list:
+        callbacks = [("finite_loss", FiniteLossGuard())]
+        if self.early_stopping:
+            callbacks.append(
+                (
+                    "early_stopping",
+                    EarlyStopping(
+                        monitor="valid_loss",
+                        patience=self.n_iter_no_change,
+                        threshold=self.tol,
+                        threshold_mode="abs",
+                        load_best=True,
+                        sink=print if self.verbose else noop,
+                    ),
+                )
+            )
+        if self.verbose and self.verbose >= 2:
+            callbacks.append(("progress_bar", ProgressBar()))
+        # Copies: skorch initializes callbacks in place, and a parameter the
+        # user passed must not change.
+        callbacks.extend(copy.deepcopy(self.callbacks or []))
+        return callbacks
 
     @staticmethod
     def _module_hidden_sizes(net) -> tuple[int, ...]:
@@ -406,6 +494,25 @@ class BaseCSMEstimator(BaseEstimator):
                 generator=generator,
             )
         return Z.cpu().numpy() * self.scale_ + self.mean_
+
+    def __getstate__(self):
+        # A copy: scikit-learn returns the live __dict__ for non-sklearn classes.
+        state = dict(super().__getstate__())
+        if hasattr(self, "net_"):
+            state["_arcsm_format"] = PERSISTENCE_FORMAT
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved = state.pop("_arcsm_format", PERSISTENCE_FORMAT)
+        if saved > PERSISTENCE_FORMAT:
+            raise ValueError(
+                f"this {type(self).__name__} was saved in persistence format "
+                f"{saved} by a newer sklearn_arcsm; this version "
+                f"({_package_version()}) reads formats up to {PERSISTENCE_FORMAT}. "
+                "Upgrade sklearn_arcsm to load it, or refit."
+            )
+        super().__setstate__(state)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -20,17 +20,30 @@ __all__ = ["CSMNet", "FiniteLossGuard"]
 
 
 class FiniteLossGuard(Callback):
-    """Stop training at the first non-finite batch loss with an actionable error."""
+    """Stop training at the first non-finite batch loss.
+
+    With early stopping and a best checkpoint, the best weights are restored
+    and training stops cleanly (``net.diverged_at_`` records the epoch, so
+    the estimator can warn); otherwise an actionable error is raised.
+    """
 
     def on_batch_end(self, net, batch=None, training=None, loss=None, **kwargs):
-        if loss is not None and not torch.isfinite(loss).all():
-            phase = "training" if training else "validation"
-            raise FloatingPointError(
-                f"the CSM {phase} loss became non-finite at epoch "
-                f"{len(net.history)}. Training diverged: lower `lr` (now "
-                f"{net.lr}), or use larger `noise_levels` (the smallest level "
-                "sets the sharpest score the model must fit)."
-            )
+        if loss is None or torch.isfinite(loss).all():
+            return
+        epoch = len(net.history)
+        early = dict(net.callbacks_).get("early_stopping")
+        best = getattr(early, "best_model_weights_", None)
+        if best is not None:
+            net.module_.load_state_dict(best)
+            net.diverged_at_ = epoch
+            # skorch treats KeyboardInterrupt as "stop training now".
+            raise KeyboardInterrupt
+        phase = "training" if training else "validation"
+        raise FloatingPointError(
+            f"the CSM {phase} loss became non-finite at epoch {epoch}: training "
+            f"diverged. Lower `lr` (now {net.lr}), or use larger `noise_levels` "
+            "(the smallest level sets the sharpest score the model must fit)."
+        )
 
 
 class CSMNet(NeuralNet):

@@ -1,0 +1,210 @@
+"""Hostile inputs, diverging and interrupted fits, persistence."""
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import LeaveOneOut, cross_val_score
+from sklearn.utils.validation import check_is_fitted
+from skorch.callbacks import Callback
+
+from sklearn_arcsm import ARCSMDensity
+from sklearn_arcsm._base import PERSISTENCE_FORMAT
+from sklearn_arcsm.callbacks import EstimatorCheckpoint
+from tests.conftest import CHEAP_PARAMS
+
+P = {**CHEAP_PARAMS, "random_state": 0}
+
+
+class PoisonAt(Callback):
+    """Simulate divergence: set a weight to NaN at the end of an epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+        self.seen_ = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        self.seen_ += 1
+        if self.seen_ == self.epoch:
+            with torch.no_grad():
+                net.module_.head.output_layer.bias.fill_(float("nan"))
+
+
+class InterruptAt(Callback):
+    """Simulate Ctrl-C at the end of an epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+        self.seen_ = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        self.seen_ += 1
+        if self.seen_ == self.epoch:
+            raise KeyboardInterrupt
+
+
+# ----------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------
+def test_constant_and_duplicated_columns_and_rows(moons):
+    X = np.c_[moons, np.full(len(moons), 7.0)]
+    X = np.r_[X, X[:50]]  # duplicated rows
+    est = ARCSMDensity(**P).fit(X)
+    assert est.scale_[2] == 1.0  # documented: constant columns keep unit scale
+    assert np.all(np.isfinite(est.score_samples(X)))
+    assert np.all(est.sample(20, random_state=0)[:, 2] - 7.0 < 3.0)
+
+
+@pytest.mark.parametrize("magnitude", [1e-30, 1e30, 1e200])
+def test_extreme_magnitudes_shift_the_log_density_by_the_jacobian(moons, magnitude):
+    reference = ARCSMDensity(**P).fit(moons)
+    est = ARCSMDensity(**P).fit(moons * magnitude)
+    log_p = est.score_samples(moons * magnitude)
+    assert np.all(np.isfinite(log_p))
+    expected = reference.score_samples(moons) - 2 * np.log(magnitude)
+    np.testing.assert_allclose(log_p, expected, rtol=1e-4, atol=1e-3)
+    assert np.all(np.isfinite(est.sample(5, random_state=0)))
+
+
+def test_dataframes_keep_and_check_feature_names(moons):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"a": moons[:, 0], "b": (moons[:, 1] * 10).astype(int)})
+    est = ARCSMDensity(**P).fit(df)
+    assert list(est.feature_names_in_) == ["a", "b"]
+    assert est.score_samples(df).shape == (len(df),)
+    with pytest.raises(ValueError, match="feature names"):
+        est.score_samples(df.rename(columns={"a": "z"}))
+    with pytest.warns(UserWarning, match="feature names"):
+        est.score_samples(df.to_numpy())
+
+
+def test_sparse_input_is_refused_clearly(moons):
+    with pytest.raises(TypeError, match="[Ss]parse"):
+        ARCSMDensity(**P).fit(sp.csr_matrix(moons))
+
+
+def test_fewer_samples_than_batch_size_and_leave_one_out(moons):
+    X = moons[:6]
+    est = ARCSMDensity(**{**P, "batch_size": 1000}).fit(X)
+    assert np.all(np.isfinite(est.score_samples(X)))
+    scores = cross_val_score(ARCSMDensity(**P), X, cv=LeaveOneOut())
+    assert scores.shape == (6,) and np.all(np.isfinite(scores))
+
+
+def test_mixed_dtypes_are_converted(moons):
+    X = np.empty((len(moons), 2), dtype=object)
+    X[:, 0] = moons[:, 0]
+    X[:, 1] = np.round(moons[:, 1] * 5).astype(int)
+    log_p = ARCSMDensity(**P).fit(X).score_samples(X)
+    assert log_p.dtype == np.float64 and np.all(np.isfinite(log_p))
+
+
+# ----------------------------------------------------------------------------
+# Divergence and failure atomicity
+# ----------------------------------------------------------------------------
+def test_divergence_without_early_stopping_raises_and_leaves_unfitted(moons):
+    est = ARCSMDensity(**{**P, "early_stopping": False}).fit(moons)
+    check_is_fitted(est)
+    est.set_params(callbacks=[PoisonAt(1)])
+    with pytest.raises(FloatingPointError, match="lr"):
+        est.fit(moons)
+    with pytest.raises(NotFittedError):
+        est.score_samples(moons)
+
+
+def test_divergence_with_early_stopping_restores_best_weights(moons):
+    est = ARCSMDensity(**{**P, "max_epochs": 6, "callbacks": [PoisonAt(3)]})
+    with pytest.warns(ConvergenceWarning, match="diverged"):
+        est.fit(moons)
+    assert all(torch.isfinite(p).all() for p in est.module_.parameters())
+    assert np.all(np.isfinite(est.score_samples(moons)))
+    assert est.n_iter_ <= 4
+
+
+def test_failed_warm_start_keeps_the_previous_model(moons):
+    est = ARCSMDensity(**{**P, "early_stopping": False, "warm_start": True})
+    est.fit(moons)
+    before = est.score_samples(moons[:20])
+    est.set_params(callbacks=[PoisonAt(1)])
+    with pytest.raises(FloatingPointError):
+        est.fit(moons)
+    np.testing.assert_array_equal(est.score_samples(moons[:20]), before)
+
+
+def test_real_divergence_from_a_huge_learning_rate_is_reported(moons):
+    est = ARCSMDensity(**{**P, "lr": 1e8, "max_epochs": 20, "early_stopping": False})
+    try:
+        est.fit(moons)
+    except FloatingPointError as exc:
+        assert "lr" in str(exc)
+        assert not hasattr(est, "module_")
+    else:  # training survived: then the model must be usable
+        assert np.all(np.isfinite(est.score_samples(moons)))
+
+
+# ----------------------------------------------------------------------------
+# Interruption, resumption, persistence
+# ----------------------------------------------------------------------------
+def test_keyboard_interrupt_leaves_a_fitted_model_that_can_continue(moons):
+    est = ARCSMDensity(
+        **{**P, "max_epochs": 5, "early_stopping": False, "callbacks": [InterruptAt(2)]}
+    )
+    est.fit(moons)
+    assert est.n_iter_ == 2
+    assert np.all(np.isfinite(est.score_samples(moons)))
+    est.set_params(warm_start=True, callbacks=None, max_epochs=3).fit(moons)
+    assert est.n_iter_ == 5
+
+
+def test_checkpoint_resume_is_identical_to_an_uninterrupted_fit(moons, tmp_path):
+    params = {**P, "max_epochs": 4, "early_stopping": False}
+    full = ARCSMDensity(**params).fit(moons)
+
+    path = tmp_path / "fit.pkl"
+    cb = EstimatorCheckpoint(path)
+    ARCSMDensity(**{**params, "callbacks": [cb, InterruptAt(2)]}).fit(moons)
+    resumed = EstimatorCheckpoint.load(path)
+    assert resumed.n_iter_ == 2
+    resumed.set_params(warm_start=True, callbacks=None, max_epochs=2).fit(moons)
+    assert resumed.n_iter_ == 4
+    assert resumed.loss_curve_ == full.loss_curve_
+    np.testing.assert_array_equal(
+        resumed.score_samples(moons[:30]), full.score_samples(moons[:30])
+    )
+
+
+def test_checkpoint_callback_refuses_to_run_outside_an_estimator():
+    from skorch import NeuralNet
+
+    cb = EstimatorCheckpoint("unused.pkl")
+    with pytest.raises(RuntimeError, match="sklearn_arcsm estimator"):
+        cb.on_epoch_end(NeuralNet(torch.nn.Linear, criterion=torch.nn.MSELoss))
+
+
+def test_joblib_round_trip_is_bit_for_bit(moons, tmp_path):
+    joblib = pytest.importorskip("joblib")
+    est = ARCSMDensity(**P).fit(moons)
+    joblib.dump(est, tmp_path / "m.joblib")
+    loaded = joblib.load(tmp_path / "m.joblib")
+    np.testing.assert_array_equal(loaded.score_samples(moons), est.score_samples(moons))
+    np.testing.assert_array_equal(
+        loaded.sample(10, random_state=5), est.sample(10, random_state=5)
+    )
+    # The loaded model keeps training exactly like the original would.
+    a = est.set_params(warm_start=True).fit(moons)
+    b = loaded.set_params(warm_start=True).fit(moons)
+    assert a.loss_curve_ == b.loss_curve_
+
+
+def test_models_from_a_newer_format_fail_clearly(moons):
+    est = ARCSMDensity(**P).fit(moons)
+    state = est.__getstate__()
+    assert state["_arcsm_format"] == PERSISTENCE_FORMAT
+    state["_arcsm_format"] = PERSISTENCE_FORMAT + 1
+    blob = pickle.dumps(est)
+    fresh = pickle.loads(blob)
+    with pytest.raises(ValueError, match="Upgrade sklearn_arcsm"):
+        fresh.__setstate__(state)
