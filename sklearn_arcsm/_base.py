@@ -74,12 +74,16 @@ def default_noise_levels() -> np.ndarray:
     return np.geomspace(1.0, 0.1, 4)
 
 
-def default_hidden_sizes(n_features: int) -> tuple[int, int]:
-    """Two hidden layers of width ``clip(2 D, 128, 1024)``.
+def default_hidden_sizes(n_features: int, backbone: str = "made") -> tuple[int, ...]:
+    """Default hidden sizes of the context network.
 
-    Wide enough to carry every autoregressive degree up to ``D = 512`` and
-    MNIST's 784 pixels, small enough to train on a CPU.
+    MADE: two hidden layers of width ``clip(2 D, 128, 1024)``, wide enough to
+    carry every autoregressive degree up to ``D = 512`` and MNIST's 784
+    pixels, small enough to train on a CPU. PixelCNN: three masked layers of
+    32 channels.
     """
+    if backbone == "pixelcnn":
+        return (32, 32, 32)
     width = int(min(1024, max(128, 2 * n_features)))
     return (width, width)
 
@@ -93,7 +97,8 @@ class BaseCSMEstimator(BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "backbone": [StrOptions({"made"})],
+        "backbone": [StrOptions({"made", "pixelcnn"})],
+        "image_shape": [None, tuple, list],
         "hidden_layer_sizes": [StrOptions({"auto"}), "array-like"],
         "context_size": [Interval(Integral, 1, None, closed="left")],
         "head_layer_sizes": ["array-like"],
@@ -118,6 +123,7 @@ class BaseCSMEstimator(BaseEstimator):
         self,
         *,
         backbone="made",
+        image_shape=None,
         hidden_layer_sizes="auto",
         context_size=8,
         head_layer_sizes=(32, 32),
@@ -138,6 +144,7 @@ class BaseCSMEstimator(BaseEstimator):
         random_state=None,
     ):
         self.backbone = backbone
+        self.image_shape = image_shape
         self.hidden_layer_sizes = hidden_layer_sizes
         self.context_size = context_size
         self.head_layer_sizes = head_layer_sizes
@@ -177,6 +184,25 @@ class BaseCSMEstimator(BaseEstimator):
                 f"({torch.__version__}); use device='cpu' or device='auto'."
             )
         return device
+
+    def _resolve_image_shape(self, n_features: int) -> tuple[int, int] | None:
+        if self.backbone != "pixelcnn":
+            return None
+        if self.image_shape is None:
+            side = int(round(np.sqrt(n_features)))
+            if side * side != n_features:
+                raise ValueError(
+                    f"backbone='pixelcnn' needs image_shape=(height, width): "
+                    f"{n_features} features are not a square image."
+                )
+            return (side, side)
+        shape = tuple(int(v) for v in self.image_shape)
+        if len(shape) != 2 or shape[0] * shape[1] != n_features:
+            raise ValueError(
+                f"image_shape={self.image_shape!r} does not match {n_features} "
+                "features; height * width must equal n_features."
+            )
+        return shape
 
     def _resolve_noise_levels(self) -> np.ndarray:
         if self.noise_levels is None:
@@ -342,7 +368,7 @@ class BaseCSMEstimator(BaseEstimator):
     def _build_net(self, Z, levels, device, seeds, valid) -> CSMNet:
         n_features = Z.shape[1]
         hidden = (
-            default_hidden_sizes(n_features)
+            default_hidden_sizes(n_features, self.backbone)
             if isinstance(self.hidden_layer_sizes, str)
             else self._resolve_sizes(self.hidden_layer_sizes, "hidden_layer_sizes")
         )
@@ -358,6 +384,8 @@ class BaseCSMEstimator(BaseEstimator):
             module__upper=torch.as_tensor(Z.max(axis=0) + WINDOW_PAD),
             module__tail_scale=TAIL_SCALE,
             module__n_frequencies=self.n_frequencies,
+            module__backbone=self.backbone,
+            module__image_shape=self._resolve_image_shape(n_features),
             criterion=torch.nn.Module,
             optimizer=torch.optim.Adam,
             lr=self.lr,
@@ -404,9 +432,7 @@ class BaseCSMEstimator(BaseEstimator):
 
     @staticmethod
     def _module_hidden_sizes(net) -> tuple[int, ...]:
-        return tuple(
-            layer.out_features for layer in net.module_.context_net.layers[:-1]
-        )
+        return net.module_.context_net.hidden_sizes
 
     @staticmethod
     def _check_finite_weights(module: torch.nn.Module) -> None:

@@ -268,3 +268,19 @@ def test_single_feature_and_constant_column():
     X2 = np.c_[X, np.full(200, 5.0)]
     log_p = ARCSMDensity(**CHEAP_PARAMS).fit(X2).score_samples(X2)
     assert np.all(np.isfinite(log_p))
+
+
+def test_pixelcnn_backbone_fits_digits_end_to_end():
+    from sklearn.datasets import load_digits
+
+    X = load_digits().data[:150]
+    params = {**CHEAP_PARAMS, "hidden_layer_sizes": (4, 4), "random_state": 0}
+    est = ARCSMDensity(backbone="pixelcnn", **params).fit(X)
+    assert est.hidden_layer_sizes_ == (4, 4)
+    log_p = est.score_samples(X[:5])
+    assert log_p.shape == (5,) and np.all(np.isfinite(log_p))
+    assert est.sample(2, random_state=0).shape == (2, 64)
+    with pytest.raises(ValueError, match="image_shape"):
+        ARCSMDensity(backbone="pixelcnn", image_shape=(4, 4), **params).fit(X)
+    with pytest.raises(ValueError, match="square"):
+        ARCSMDensity(backbone="pixelcnn", **params).fit(X[:, :10])

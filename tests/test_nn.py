@@ -5,7 +5,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sklearn_arcsm.nn import ARCSM, MADE, GaussianMADE, made_masks
+from sklearn_arcsm.nn import (
+    ARCSM,
+    MADE,
+    GaussianMADE,
+    MaskedConv2d,
+    PixelCNN,
+    made_masks,
+)
 
 
 def _jacobian(fn, x):
@@ -132,3 +139,36 @@ def test_gaussian_made_log_prob_matches_independent_gaussians_at_init():
     scale = torch.exp(last.bias.view(3, 2)[:, 1])
     expected = torch.distributions.Normal(mean, scale).log_prob(x).sum(-1)
     torch.testing.assert_close(model.log_prob(x), expected)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    height=st.integers(1, 6),
+    width=st.integers(1, 6),
+    channels=st.lists(st.integers(1, 6), min_size=1, max_size=3),
+)
+def test_pixelcnn_context_depends_only_on_earlier_pixels(height, width, channels):
+    torch.manual_seed(0)
+    net = PixelCNN((height, width), channels, 2).double()
+    n = height * width
+    x = torch.randn(n, dtype=torch.float64)
+    jac = _jacobian(lambda v: net(v[None])[0], x)
+    assert jac.shape == (n, 2, n)
+    for d in range(n):
+        assert torch.all(jac[d, :, d:] == 0), f"pixel {d} sees itself or later"
+
+
+def test_pixelcnn_sees_its_neighbours():
+    torch.manual_seed(0)
+    net = PixelCNN((6, 6), (8, 8), 2).double()
+    x = torch.randn(36, dtype=torch.float64)
+    jac = _jacobian(lambda v: net(v[None])[0], x)
+    d = 2 * 6 + 3  # row 2, column 3
+    assert torch.all(jac[d, :, [d - 1, d - 6, d - 7, d - 5]].abs().sum(0) > 0)
+
+
+def test_masked_conv_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="odd"):
+        MaskedConv2d(1, 1, 4, "A")
+    with pytest.raises(ValueError, match="mask_type"):
+        MaskedConv2d(1, 1, 3, "C")

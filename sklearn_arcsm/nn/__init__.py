@@ -4,15 +4,18 @@ Nothing here imports scikit-learn or skorch.
 """
 
 from sklearn_arcsm.nn.arcsm import ARCSM
+from sklearn_arcsm.nn.conv import MaskedConv2d, PixelCNN
 from sklearn_arcsm.nn.gaussian_made import GaussianMADE
 from sklearn_arcsm.nn.made import MADE, MaskedLinear, made_masks
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
 
 __all__ = [
     "ARCSM",
+    "ConditionalScoreHead",
     "GaussianMADE",
     "MADE",
-    "ConditionalScoreHead",
+    "MaskedConv2d",
     "MaskedLinear",
+    "PixelCNN",
     "made_masks",
 ]

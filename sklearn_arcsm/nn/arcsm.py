@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from sklearn_arcsm import quadrature
+from sklearn_arcsm.nn.conv import PixelCNN
 from sklearn_arcsm.nn.made import MADE
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
 
@@ -46,9 +47,13 @@ class ARCSM(nn.Module):
         ``rho``: width of the Gaussian tails outside the window.
     n_frequencies : int, default=6
         Fourier frequencies of the head's scalar encoding.
-    backbone : nn.Module, optional
-        A context network mapping ``(batch, D)`` to ``(batch, D, H)``
-        autoregressively; defaults to a :class:`MADE`.
+    backbone : {"made", "pixelcnn"} or nn.Module, default="made"
+        Context network: a :class:`MADE` with ``hidden_sizes``, a
+        :class:`PixelCNN` with ``hidden_sizes`` as channel counts (needs
+        ``image_shape``), or any module mapping ``(batch, D)`` to
+        ``(batch, D, H)`` autoregressively.
+    image_shape : tuple of int, optional
+        ``(height, width)`` for ``backbone="pixelcnn"``.
     """
 
     def __init__(
@@ -61,16 +66,28 @@ class ARCSM(nn.Module):
         upper: torch.Tensor,
         tail_scale: float = 1.0,
         n_frequencies: int = 6,
-        backbone: nn.Module | None = None,
+        backbone: str | nn.Module = "made",
+        image_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.n_features = n_features
         self.tail_scale = float(tail_scale)
-        self.context_net = (
-            MADE(n_features, hidden_sizes, context_size)
-            if backbone is None
-            else backbone
-        )
+        if backbone == "made":
+            self.context_net = MADE(n_features, hidden_sizes, context_size)
+        elif backbone == "pixelcnn":
+            if image_shape is None or image_shape[0] * image_shape[1] != n_features:
+                raise ValueError(
+                    f"backbone='pixelcnn' needs image_shape=(height, width) with "
+                    f"height * width == {n_features}; got {image_shape}."
+                )
+            self.context_net = PixelCNN(image_shape, hidden_sizes, context_size)
+        elif isinstance(backbone, nn.Module):
+            self.context_net = backbone
+        else:
+            raise ValueError(
+                "backbone must be 'made', 'pixelcnn' or an nn.Module; "
+                f"got {backbone!r}."
+            )
         self.head = ConditionalScoreHead(
             n_features, context_size, head_sizes, n_frequencies
         )

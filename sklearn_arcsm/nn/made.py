@@ -112,6 +112,7 @@ class MADE(nn.Module):
         super().__init__()
         self.n_features = n_features
         self.context_size = context_size
+        self.hidden_sizes = tuple(hidden_sizes) if n_features > 1 else ()
         if n_features == 1:
             self.constant = nn.Parameter(torch.zeros(1, context_size))
             self.layers = nn.ModuleList()
