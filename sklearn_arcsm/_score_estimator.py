@@ -35,11 +35,17 @@ class CSMScoreEstimator(BaseCSMEstimator):
 
     Parameters
     ----------
-    backbone : {"made"}, default="made"
-        Context network. ``"made"``: masked autoencoder for vectors.
+    backbone : {"made", "pixelcnn"}, default="made"
+        Context network. ``"made"``: masked autoencoder, for vectors.
+        ``"pixelcnn"``: masked convolutions over images flattened in raster
+        order (row by row), for image data.
+    image_shape : tuple of int, default=None
+        ``(height, width)`` of the flattened images, for
+        ``backbone="pixelcnn"``; None means square images.
     hidden_layer_sizes : "auto" or tuple of int, default="auto"
-        Hidden widths of the context network. ``"auto"`` uses two layers of
-        width ``clip(2 * n_features, 128, 1024)``.
+        Hidden widths of the context network (channel counts for
+        ``"pixelcnn"``). ``"auto"``: for MADE two layers of width
+        ``clip(2 * n_features, 128, 1024)``; for PixelCNN ``(32, 32, 32)``.
     context_size : int, default=8
         Width of the context vector per dimension.
     head_layer_sizes : tuple of int, default=(32, 32)
