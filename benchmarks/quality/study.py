@@ -97,7 +97,7 @@ def build_module(Z, seed):
     )
 
 
-def train_variant(variant, Z_train, Z_valid, epochs, seed, on_epoch, n_cells_train=128):
+def train_variant(variant, Z_train, Z_valid, epochs, seed, on_epoch, n_cells_train=64):
     """Adam, lr 1e-3, batch 256; ``on_epoch(epoch, model, valid_csm)`` each epoch."""
     cfg = VARIANTS[variant]
     model = build_module(Z_train, seed)
@@ -156,7 +156,7 @@ def run(epochs, quick, out: Path, seed=0):
     rng = np.random.default_rng(seed)
     n = 500 if quick else 5000
     X_train, X_test = target.sample(n, rng), target.sample(n, rng)
-    X_test = X_test[: 200 if quick else 2000]
+    X_test = X_test[: 200 if quick else 1000]
     mean, scale = X_train.mean(0), X_train.std(0)
     Z = (X_train - mean) / scale
     perm = np.random.default_rng(seed).permutation(len(Z))
