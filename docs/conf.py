@@ -80,6 +80,8 @@ sphinx_gallery_conf = {
     "reference_url": {"sklearn_arcsm": None},
     "doc_module": ("sklearn_arcsm",),
     "backreferences_dir": "gen_modules/backreferences",
+    # Keep generated files out of the source tree (sg_execution_times.rst).
+    "write_computation_times": False,
 }
 
 # -- HTML --------------------------------------------------------------------
