@@ -103,6 +103,7 @@ class BaseCSMEstimator(BaseEstimator):
         "context_size": [Interval(Integral, 1, None, closed="left")],
         "head_layer_sizes": ["array-like"],
         "n_frequencies": [Interval(Integral, 0, None, closed="left")],
+        "objective": [StrOptions({"csm", "nll", "csm+nll"})],
         "noise_levels": [None, "array-like", Interval(Real, 0, None, closed="neither")],
         "n_quadrature": [Interval(Integral, 4, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -128,6 +129,7 @@ class BaseCSMEstimator(BaseEstimator):
         context_size=8,
         head_layer_sizes=(32, 32),
         n_frequencies=6,
+        objective="csm",
         noise_levels=None,
         n_quadrature=256,
         max_epochs=100,
@@ -149,6 +151,7 @@ class BaseCSMEstimator(BaseEstimator):
         self.context_size = context_size
         self.head_layer_sizes = head_layer_sizes
         self.n_frequencies = n_frequencies
+        self.objective = objective
         self.noise_levels = noise_levels
         self.n_quadrature = n_quadrature
         self.max_epochs = max_epochs
@@ -285,6 +288,8 @@ class BaseCSMEstimator(BaseEstimator):
             # New noise levels or learning rate apply from here on (e.g. to
             # anneal by repeated warm-started fits).
             net.noise_levels = torch.as_tensor(levels, dtype=torch.float32)
+            net.objective = self.objective
+            net.n_quadrature = self.n_quadrature
             if net.lr != self.lr:
                 net.set_params(lr=self.lr)  # skorch updates the param groups
             net.callbacks = self._make_callbacks()
@@ -396,6 +401,8 @@ class BaseCSMEstimator(BaseEstimator):
             device=device,
             verbose=self.verbose,
             noise_levels=torch.as_tensor(levels, dtype=torch.float32),
+            objective=self.objective,
+            n_quadrature=self.n_quadrature,
             train_seed=seeds["train"],
             valid_seed=seeds["valid"],
             shuffle_seed=seeds["shuffle"],

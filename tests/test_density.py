@@ -284,3 +284,11 @@ def test_pixelcnn_backbone_fits_digits_end_to_end():
         ARCSMDensity(backbone="pixelcnn", image_shape=(4, 4), **params).fit(X)
     with pytest.raises(ValueError, match="square"):
         ARCSMDensity(backbone="pixelcnn", **params).fit(X[:, :10])
+
+
+@pytest.mark.parametrize("objective", ["nll", "csm+nll"])
+def test_likelihood_objectives_train_a_proper_density(moons, objective):
+    est = ARCSMDensity(**{**CHEAP_PARAMS, "objective": objective, "random_state": 0})
+    est.fit(moons)
+    assert np.all(np.isfinite(est.loss_curve_))
+    assert np.all(np.isfinite(est.score_samples(moons)))

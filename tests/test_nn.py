@@ -172,3 +172,13 @@ def test_masked_conv_refuses_bad_arguments():
         MaskedConv2d(1, 1, 4, "A")
     with pytest.raises(ValueError, match="mask_type"):
         MaskedConv2d(1, 1, 3, "C")
+
+
+def test_dimension_log_prob_picks_entries_of_conditional_log_prob():
+    model = _arcsm()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    sigma = torch.tensor(0.2, dtype=torch.float64)
+    dims = torch.tensor([0, 1, 2, 3, 3, 0])
+    full = model.conditional_log_prob(x, sigma, 32)
+    picked = model.dimension_log_prob(x, dims, sigma, 32)
+    torch.testing.assert_close(picked, full[torch.arange(6), dims])
