@@ -30,7 +30,7 @@ from sklearn_arcsm.sampling import annealed_langevin_sample, inverse_cdf_sample
 
 # Window margin and Gaussian tail width, in standardized units: the model's
 # quadrature window is the training range widened by WINDOW_PAD on each side.
-WINDOW_PAD = 1.0
+WINDOW_PAD = 0.5
 TAIL_SCALE = 1.0
 # Version of the pickled layout of fitted estimators. Bump it when fitted
 # attributes or the module's state dict change meaning, and teach
@@ -95,6 +95,9 @@ class BaseCSMEstimator(BaseEstimator):
     builds a private skorch :class:`~sklearn_arcsm._skorch.CSMNet` around an
     :class:`~sklearn_arcsm.nn.ARCSM` module.
     """
+
+    # Objective on held-out data for early stopping; None: the training one.
+    _validation_objective: str | None = None
 
     _parameter_constraints: dict = {
         "backbone": [StrOptions({"made", "pixelcnn"})],
@@ -402,6 +405,7 @@ class BaseCSMEstimator(BaseEstimator):
             verbose=self.verbose,
             noise_levels=torch.as_tensor(levels, dtype=torch.float32),
             objective=self.objective,
+            valid_objective=self._validation_objective,
             n_quadrature=self.n_quadrature,
             train_seed=seeds["train"],
             valid_seed=seeds["valid"],

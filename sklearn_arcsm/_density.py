@@ -43,6 +43,13 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         Hidden widths of the conditional score network.
     n_frequencies : int, default=6
         Fourier frequencies encoding the scalar input of the score network.
+    objective : {"csm", "nll", "csm+nll"}, default="csm"
+        Training objective. ``"csm"``: the paper's noise-conditional composite
+        score matching. ``"nll"``: the exact negative log-likelihood, through
+        the 1-D quadrature of one random dimension per sample (an unbiased
+        estimate; it costs ``2 * n_quadrature + 1`` score-network evaluations
+        per sample). ``"csm+nll"``: their sum. Score matching cannot see the
+        relative mass of separated modes; the likelihood term can.
     noise_levels : None, float or array-like of float, default=None
         Decreasing noise levels (in standardized units) for noise-conditional
         training. ``None`` means 4 geometric levels from 1.0 to 0.1. The
@@ -59,9 +66,9 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     device : str, default="cpu"
         Torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
     early_stopping : bool, default=True
-        Hold out ``validation_fraction`` of the data, stop when its CSM loss
-        has not improved by ``tol`` for ``n_iter_no_change`` epochs, and keep
-        the best weights.
+        Hold out ``validation_fraction`` of the data, stop when its negative
+        log-likelihood has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, and keep the best weights.
     validation_fraction : float, default=0.1
         Fraction of the data held out for early stopping.
     n_iter_no_change : int, default=10
@@ -92,7 +99,8 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     loss_curve_ : list of float
         Training CSM loss per epoch.
     validation_loss_curve_ : list of float or None
-        Validation CSM loss per epoch (None without early stopping).
+        Validation negative log-likelihood per epoch, in nats per sample in
+        standardized units (None without early stopping).
     n_iter_ : int
         Number of epochs run (in total, across warm starts).
     mean_, scale_ : ndarray of shape (n_features_in_,)
@@ -125,6 +133,12 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     >>> est.sample(4, random_state=0).shape
     (4, 2)
     """
+
+    # Early stopping watches what this estimator is judged by: held-out
+    # log-likelihood (an unbiased one-dimension-per-row quadrature estimate
+    # with fixed draws), not the held-out CSM loss, whose noise stopped
+    # two-moons fits 0.24 nats short.
+    _validation_objective = "nll"
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

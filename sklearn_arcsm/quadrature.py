@@ -4,8 +4,9 @@ Every conditional of an AR-CSM is a 1-D density ``exp(E(t)) / Z`` whose
 log-derivative ``s = dE/dt`` is what the network outputs (MATH.md section 4).
 Here the score is known on a window ``[lo, hi]`` through ``2n + 1`` equally
 spaced points (``n`` cells, each with its midpoint) and continues outside the
-window as ``s(t) = s(hi) - (t - hi) / rho**2`` (and symmetrically below), the
-tail construction of :class:`sklearn_arcsm.nn.ARCSM`.
+window as ``s(t) = min(s(hi), 0) - (t - hi) / rho**2`` (and symmetrically
+below; see :func:`tail_slopes`), the tail construction of
+:class:`sklearn_arcsm.nn.ARCSM`.
 
 Rules (chosen by measurement, see ``tests/test_quadrature.py`` and the docs):
 
@@ -32,6 +33,7 @@ __all__ = [
     "energy_at",
     "grid_points",
     "log_gaussian_tail",
+    "tail_slopes",
     "log_normalizer",
     "log_density",
     "cdf",
@@ -84,6 +86,23 @@ def cumulative_energy(
     return energy
 
 
+def tail_slopes(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outward slopes of the energy at the two window edges, never increasing.
+
+    Beyond ``hi`` the score is ``min(s(hi), 0) - (t - hi) / rho**2`` and
+    below ``lo`` it is ``max(s(lo), 0) + (lo - t) / rho**2``: a score that
+    points out of the window at its edge is cut to zero there, so the tails
+    always decay from the edge and can never hold more mass than about
+    ``rho * sqrt(pi / 2)`` times the edge density.
+
+    Returns
+    -------
+    slope_lo, slope_hi : torch.Tensor of shape (...)
+        ``dE/d(distance from the window)`` at each edge, both ``<= 0``.
+    """
+    return (-scores[..., 0]).clamp(max=0.0), scores[..., -1].clamp(max=0.0)
+
+
 def log_gaussian_tail(slope: torch.Tensor, tail_scale: float) -> torch.Tensor:
     """``log int_0^inf exp(slope * t - t**2 / (2 rho**2)) dt``, stable for any slope."""
     z = -slope * tail_scale / math.sqrt(2.0)
@@ -119,8 +138,9 @@ def log_normalizer(
     weights[1::2] = 4.0
     weights[0] = weights[-1] = 1.0
     inside = torch.logsumexp(energy + torch.log(weights), dim=-1) + torch.log(h / 6.0)
-    low_tail = energy[..., 0] + log_gaussian_tail(-scores[..., 0], tail_scale)
-    high_tail = energy[..., -1] + log_gaussian_tail(scores[..., -1], tail_scale)
+    slope_lo, slope_hi = tail_slopes(scores)
+    low_tail = energy[..., 0] + log_gaussian_tail(slope_lo, tail_scale)
+    high_tail = energy[..., -1] + log_gaussian_tail(slope_hi, tail_scale)
     return torch.logsumexp(torch.stack([inside, low_tail, high_tail]), dim=0)
 
 
@@ -165,8 +185,9 @@ def energy_at(
     rho2 = tail_scale**2
     above = (x - upper).clamp(min=0.0)
     below = (lower - x).clamp(min=0.0)
-    high = energy[..., -1] + scores[..., -1] * above - above.square() / (2.0 * rho2)
-    low = energy[..., 0] - scores[..., 0] * below - below.square() / (2.0 * rho2)
+    slope_lo, slope_hi = tail_slopes(scores)
+    high = energy[..., -1] + slope_hi * above - above.square() / (2.0 * rho2)
+    low = energy[..., 0] + slope_lo * below - below.square() / (2.0 * rho2)
     return torch.where(x > upper, high, torch.where(x < lower, low, inside))
 
 
@@ -217,8 +238,9 @@ def _segment_log_masses(energy, scores, lower, upper, tail_scale):
     n_cells = (scores.shape[-1] - 1) // 2
     width = (upper - lower) / (2 * n_cells)
     cells = _log_cell_masses(energy, width)
-    low_tail = energy[..., :1] + log_gaussian_tail(-scores[..., :1], tail_scale)
-    high_tail = energy[..., -1:] + log_gaussian_tail(scores[..., -1:], tail_scale)
+    slope_lo, slope_hi = tail_slopes(scores)
+    low_tail = energy[..., :1] + log_gaussian_tail(slope_lo[..., None], tail_scale)
+    high_tail = energy[..., -1:] + log_gaussian_tail(slope_hi[..., None], tail_scale)
     return torch.cat([low_tail, cells, high_tail], dim=-1)
 
 
@@ -254,13 +276,14 @@ def cdf(
     )
     rho = tail_scale
     # Tails: the density is a truncated Gaussian with mean mu = slope * rho**2.
-    mu_hi = scores[..., -1] * rho**2
+    slope_lo, slope_hi = tail_slopes(scores)
+    mu_hi = slope_hi * rho**2
     above = (x - upper).clamp(min=0.0)
     surv_hi = torch.special.ndtr((mu_hi - above) / rho) / torch.special.ndtr(
         mu_hi / rho
     )
     high = 1.0 - masses[..., -1] * surv_hi
-    mu_lo = -scores[..., 0] * rho**2
+    mu_lo = slope_lo * rho**2
     below = (lower - x).clamp(min=0.0)
     low = (
         masses[..., 0]
@@ -330,10 +353,11 @@ def inverse_cdf(
     rho = tail_scale
     tiny = torch.finfo(uniform.dtype).tiny
     # Upper tail: t = mu - rho * ndtri(w * ndtr(mu / rho)), w = 1 - within.
-    mu_hi = scores[..., -1] * rho**2
+    slope_lo, slope_hi = tail_slopes(scores)
+    mu_hi = slope_hi * rho**2
     w_hi = ((1.0 - within) * torch.special.ndtr(mu_hi / rho)).clamp(min=tiny)
     high = upper + (mu_hi - rho * torch.special.ndtri(w_hi)).clamp(min=0.0)
-    mu_lo = -scores[..., 0] * rho**2
+    mu_lo = slope_lo * rho**2
     w_lo = (within * torch.special.ndtr(mu_lo / rho)).clamp(min=tiny)
     low = lower - (mu_lo - rho * torch.special.ndtri(w_lo)).clamp(min=0.0)
     last = masses.shape[-1] - 1

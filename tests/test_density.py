@@ -14,6 +14,7 @@ from tests.conftest import CHEAP_PARAMS
 
 SMALL = dict(
     max_epochs=60,
+    early_stopping=False,
     hidden_layer_sizes=(32,),
     head_layer_sizes=(16,),
     n_quadrature=64,

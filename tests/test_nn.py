@@ -95,17 +95,48 @@ def test_arcsm_every_parameter_gets_a_gradient():
         assert param.grad is not None and torch.any(param.grad != 0), name
 
 
-def test_arcsm_tails_continue_the_score_linearly():
+def test_arcsm_tails_decay_from_a_non_outward_edge_score():
     model = _arcsm()
     sigma = torch.tensor(0.1, dtype=torch.float64)
     bias = model.conditioner(torch.zeros(1, 4, dtype=torch.float64))
-    edge = model.conditional_scores(
-        bias, torch.full((1, 4), 3.0, dtype=torch.float64), sigma
-    )
-    far = model.conditional_scores(
-        bias, torch.full((1, 4), 5.0, dtype=torch.float64), sigma
-    )
-    torch.testing.assert_close(far, edge - 2.0 / model.tail_scale**2)
+
+    def at(v):
+        return model.conditional_scores(
+            bias, torch.full((1, 4), v, dtype=torch.float64), sigma
+        )
+
+    rho2 = model.tail_scale**2
+    torch.testing.assert_close(at(5.0), at(3.0).clamp(max=0) - 2.0 / rho2)
+    torch.testing.assert_close(at(-4.0), at(-3.0).clamp(min=0) - 1.0 / rho2 * -1.0)
+
+
+def test_quadrature_energy_derivative_is_the_module_score_everywhere():
+    # The module's scores and the quadrature's energy describe one density:
+    # dE/dx by finite differences equals conditional_scores, inside the
+    # window and in both tails, whatever the sign of the edge scores.
+    from sklearn_arcsm import quadrature as q
+
+    model = _arcsm()
+    with torch.no_grad():
+        model.head.output_layer.bias.fill_(0.5)  # push scores outward at hi
+    sigma = torch.tensor(0.1, dtype=torch.float64)
+    x = torch.zeros(1, 4, dtype=torch.float64)
+    bias = model.conditioner(x)
+    grid_scores = model.grid_scores(bias, sigma, 512)[0, 0]
+    lower, upper = model.lower[0].double(), model.upper[0].double()
+    energy = q.cumulative_energy(grid_scores, lower, upper)
+    points = torch.tensor([-5.0, -3.5, -1.0, 0.7, 2.5, 4.0, 6.0], dtype=torch.float64)
+    eps = 1e-4
+
+    def e(t):
+        n = t.shape[0]
+        return q.energy_at(
+            t, energy.expand(n, -1), grid_scores.expand(n, -1), lower, upper, 1.0
+        )
+
+    numeric = (e(points + eps) - e(points - eps)) / (2 * eps)
+    module = model.conditional_scores(bias[0, 0], points, sigma, lower, upper)
+    torch.testing.assert_close(numeric, module, atol=1e-4, rtol=1e-4)
 
 
 def test_arcsm_train_and_eval_modes_agree():
