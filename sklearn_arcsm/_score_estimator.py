@@ -131,6 +131,12 @@ class CSMScoreEstimator(BaseCSMEstimator):
     The conditional scores follow the column order; they differ from the
     joint score ``grad log p(x)`` except for independent features.
 
+    The estimator models one unconditional distribution: the one its
+    training samples come from. For an amortized encoder ``q(z | x)``, samples
+    pooled over many ``x`` give the scores of the aggregate ``q(z)``, not of
+    each ``q(z | x)``; the paper's VAE experiment fits an AR-CSM conditioned
+    on ``x``, which this estimator does not provide.
+
     References
     ----------
     C. Meng, L. Yu, Y. Song, J. Song, S. Ermon. "Autoregressive Score
@@ -148,9 +154,9 @@ class CSMScoreEstimator(BaseCSMEstimator):
     (4,)
     >>> est = est.partial_fit(X + 0.1)  # one more epoch on moved samples
 
-    Inside a torch training loop (an implicit VAE encoder, MATH.md section
-    10): fit the estimator to detached encoder samples, then add the entropy
-    surrogate to the encoder's loss.
+    Inside a torch training loop (an implicit encoder, MATH.md section 10):
+    keep the estimator fitted to detached encoder samples, then add the
+    entropy surrogate to the encoder's loss.
 
     >>> import torch
     >>> z = torch.randn(8, 3, requires_grad=True)  # stands in for encoder output
@@ -374,7 +380,8 @@ class CSMScoreEstimator(BaseCSMEstimator):
         gradient of ``entropy_surrogate(z).mean()`` with respect to the
         encoder's parameters estimates ``-grad H(q)``: add it to a minimized
         loss in place of ``-H``. Fit the estimator to detached samples of the
-        same encoder first (:meth:`partial_fit` each step keeps it current).
+        same distribution first (:meth:`partial_fit` each step keeps it
+        current); see the class Notes for amortized encoders ``q(z | x)``.
 
         Parameters
         ----------
