@@ -52,12 +52,21 @@ class CSMScoreEstimator(BaseCSMEstimator):
         Hidden widths of the conditional score network.
     n_frequencies : int, default=6
         Fourier frequencies encoding the scalar input of the score network.
+    objective : {"csm", "nll", "csm+nll"}, default="csm"
+        Training objective. ``"csm"``: the paper's noise-conditional composite
+        score matching, which needs nothing but samples. ``"nll"``: the exact
+        negative log-likelihood, through the 1-D quadrature of one random
+        dimension per sample (an unbiased estimate; it costs
+        ``2 * n_quadrature + 1`` score-network evaluations per sample).
+        ``"csm+nll"``: their sum. Score matching cannot see the relative mass
+        of separated modes; the likelihood term can.
     noise_levels : None, float or array-like of float, default=None
         Decreasing noise levels (in standardized units) for noise-conditional
         training. ``None`` means 4 geometric levels from 1.0 to 0.1. The
         estimated scores are those of the data smoothed by the smallest level.
     n_quadrature : int, default=256
-        Quadrature cells per dimension, used by :meth:`sample`.
+        Quadrature cells per dimension, used by :meth:`sample` and by the
+        likelihood objectives.
     max_epochs : int, default=100
         Maximum number of passes over the training data in :meth:`fit`.
     batch_size : int, default=256
@@ -67,10 +76,10 @@ class CSMScoreEstimator(BaseCSMEstimator):
     device : str, default="cpu"
         Torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
     early_stopping : bool, default=True
-        Hold out ``validation_fraction`` of the data, stop when its CSM loss
-        has not improved by ``tol`` for ``n_iter_no_change`` epochs, and keep
-        the best weights. In :meth:`partial_fit` (one epoch per call) the
-        held-out part only feeds ``validation_loss_curve_``.
+        Hold out ``validation_fraction`` of the data, stop when its training
+        objective has not improved by ``tol`` for ``n_iter_no_change`` epochs,
+        and keep the best weights. In :meth:`partial_fit` (one epoch per call)
+        the held-out part only feeds ``validation_loss_curve_``.
     validation_fraction : float, default=0.1
         Fraction of the data held out for early stopping.
     n_iter_no_change : int, default=10
@@ -99,9 +108,9 @@ class CSMScoreEstimator(BaseCSMEstimator):
     net_ : skorch.NeuralNet
         The private skorch net (its ``history`` has per-epoch details).
     loss_curve_ : list of float
-        Training CSM loss per epoch (standardized units).
+        Training loss per epoch (standardized units).
     validation_loss_curve_ : list of float or None
-        Validation CSM loss per epoch (None without early stopping).
+        Validation loss per epoch (None without early stopping).
     n_iter_ : int
         Number of epochs run (in total, across partial fits and warm starts).
     mean_, scale_ : ndarray of shape (n_features_in_,)
