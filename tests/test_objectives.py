@@ -114,8 +114,10 @@ def test_exact_sm_matches_hessian_oracle_on_nonlinear_energy():
     values = exact_score_matching(score_from_log_prob(log_p), x)
     expected = []
     for row in x:
-        grad = torch.func.grad(lambda r: log_p(r[None])[0])(row)
-        hess = torch.func.hessian(lambda r: log_p(r[None])[0])(row)
+        # torch.autograd.functional, not torch.func: the latter warns about
+        # torch.jit.script deprecation internally (torch 2.13).
+        grad = torch.autograd.functional.jacobian(lambda r: log_p(r[None])[0], row)
+        hess = torch.autograd.functional.hessian(lambda r: log_p(r[None])[0], row)
         expected.append(0.5 * grad.square().sum() + torch.trace(hess))
     torch.testing.assert_close(values, torch.stack(expected))
     # Differentiable with respect to the parameters (the last bias does not
