@@ -81,6 +81,8 @@ def write_table(rows, out: Path):
     df = pd.DataFrame(rows)
     df.to_csv(out / "quality.csv", index=False)
     kl = df.pivot_table(index=["target", "dim"], columns="method", values="kl")
+    first_seen = list(dict.fromkeys(zip(df["target"], df["dim"], strict=True)))
+    kl = kl.reindex(first_seen)
     order = [
         m
         for m in ("arcsm", "arcsm_tuned", "arcsm_nll", "gmm", "kde", "maf", "nsf")

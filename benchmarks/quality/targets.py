@@ -216,10 +216,8 @@ def mixed_ica() -> Target:
     )
 
 
-TARGETS = {
-    t.__name__: t
-    for t in (rings, mixture, banana, funnel, student, switching, mixed_ica)
-}
+_FACTORIES = (rings, mixture, banana, funnel, student, switching, mixed_ica)
+TARGETS = {factory().name: factory for factory in _FACTORIES}
 
 
 def make_targets(names=None) -> list[Target]:
