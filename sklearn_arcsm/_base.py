@@ -98,6 +98,8 @@ class BaseCSMEstimator(BaseEstimator):
 
     # Objective on held-out data for early stopping; None: the training one.
     _validation_objective: str | None = None
+    # What objective="auto" means for this estimator.
+    _default_objective: str = "csm"
 
     _parameter_constraints: dict = {
         "backbone": [StrOptions({"made", "pixelcnn"})],
@@ -106,7 +108,7 @@ class BaseCSMEstimator(BaseEstimator):
         "context_size": [Interval(Integral, 1, None, closed="left")],
         "head_layer_sizes": ["array-like"],
         "n_frequencies": [Interval(Integral, 0, None, closed="left")],
-        "objective": [StrOptions({"csm", "nll", "csm+nll"})],
+        "objective": [StrOptions({"auto", "csm", "nll", "csm+nll"})],
         "noise_levels": [None, "array-like", Interval(Real, 0, None, closed="neither")],
         "n_quadrature": [Interval(Integral, 4, None, closed="left")],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -132,7 +134,7 @@ class BaseCSMEstimator(BaseEstimator):
         context_size=8,
         head_layer_sizes=(32, 32),
         n_frequencies=6,
-        objective="csm",
+        objective="auto",
         noise_levels=None,
         n_quadrature=256,
         max_epochs=100,
@@ -190,6 +192,9 @@ class BaseCSMEstimator(BaseEstimator):
                 f"({torch.__version__}); use device='cpu' or device='auto'."
             )
         return device
+
+    def _resolve_objective(self) -> str:
+        return self._default_objective if self.objective == "auto" else self.objective
 
     def _resolve_image_shape(self, n_features: int) -> tuple[int, int] | None:
         if self.backbone != "pixelcnn":
@@ -291,7 +296,7 @@ class BaseCSMEstimator(BaseEstimator):
             # New noise levels or learning rate apply from here on (e.g. to
             # anneal by repeated warm-started fits).
             net.noise_levels = torch.as_tensor(levels, dtype=torch.float32)
-            net.objective = self.objective
+            net.objective = self._resolve_objective()
             net.n_quadrature = self.n_quadrature
             if net.lr != self.lr:
                 net.set_params(lr=self.lr)  # skorch updates the param groups
@@ -306,7 +311,13 @@ class BaseCSMEstimator(BaseEstimator):
         else:
             net = self._build_net(Z, levels, device, seeds, valid)
         net.diverged_at_ = None
-        fitted = dict(mean_=mean, scale_=scale, noise_levels_=levels, device_=device)
+        fitted = dict(
+            mean_=mean,
+            scale_=scale,
+            noise_levels_=levels,
+            device_=device,
+            objective_=self._resolve_objective(),
+        )
         checkpoints = [
             cb for _, cb in net.callbacks_ if isinstance(cb, EstimatorCheckpoint)
         ]
@@ -404,7 +415,7 @@ class BaseCSMEstimator(BaseEstimator):
             device=device,
             verbose=self.verbose,
             noise_levels=torch.as_tensor(levels, dtype=torch.float32),
-            objective=self.objective,
+            objective=self._resolve_objective(),
             valid_objective=self._validation_objective,
             n_quadrature=self.n_quadrature,
             train_seed=seeds["train"],

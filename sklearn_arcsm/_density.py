@@ -43,13 +43,16 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         Hidden widths of the conditional score network.
     n_frequencies : int, default=6
         Fourier frequencies encoding the scalar input of the score network.
-    objective : {"csm", "nll", "csm+nll"}, default="csm"
+    objective : {"auto", "csm", "nll", "csm+nll"}, default="auto"
         Training objective. ``"csm"``: the paper's noise-conditional composite
         score matching. ``"nll"``: the exact negative log-likelihood, through
         the 1-D quadrature of one random dimension per sample (an unbiased
         estimate; it costs ``2 * n_quadrature + 1`` score-network evaluations
-        per sample). ``"csm+nll"``: their sum. Score matching cannot see the
-        relative mass of separated modes; the likelihood term can.
+        per sample). ``"csm+nll"``: their sum. ``"auto"``: ``"csm+nll"``.
+        Score matching cannot see the relative mass of separated modes; the
+        likelihood term can (on a two-ring target: KL 1.18 nats with CSM
+        alone, 0.44 with CSM plus likelihood, for about 5x the time per
+        epoch). Use ``"csm"`` for the fastest training.
     noise_levels : None, float or array-like of float, default=None
         Decreasing noise levels (in standardized units) for noise-conditional
         training. ``None`` means 4 geometric levels from 1.0 to 0.1. The
@@ -90,7 +93,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     ----------
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features, if ``X`` had string column names.
     module_ : sklearn_arcsm.nn.ARCSM
         The trained torch module (standardized units, float32).
@@ -103,10 +106,12 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         standardized units (None without early stopping).
     n_iter_ : int
         Number of epochs run (in total, across warm starts).
-    mean_, scale_ : ndarray of shape (n_features_in_,)
+    mean_, scale_ : ndarray of shape (`n_features_in_`,)
         Standardization.
     noise_levels_ : ndarray of shape (n_levels,)
         Noise levels used.
+    objective_ : str
+        Resolved training objective.
     hidden_layer_sizes_ : tuple of int
         Resolved hidden widths of the context network.
     device_ : str
@@ -139,6 +144,9 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     # with fixed draws), not the held-out CSM loss, whose noise stopped
     # two-moons fits 0.24 nats short.
     _validation_objective = "nll"
+    # Measured on the rings target (KL to the truth, nats): pure CSM 1.18,
+    # CSM plus the quadrature likelihood 0.44, at about 5x the time per epoch.
+    _default_objective = "csm+nll"
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

@@ -213,3 +213,16 @@ def test_dimension_log_prob_picks_entries_of_conditional_log_prob():
     full = model.conditional_log_prob(x, sigma, 32)
     picked = model.dimension_log_prob(x, dims, sigma, 32)
     torch.testing.assert_close(picked, full[torch.arange(6), dims])
+
+
+def test_shifted_grid_log_prob_agrees_with_the_inference_grid():
+    model = _arcsm()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    sigma = torch.tensor(0.3, dtype=torch.float64)
+    dims = torch.tensor([0, 1, 2, 3, 1])
+    fine = model.dimension_log_prob(x, dims, sigma, 512)
+    for shift in (0.0, 0.37, 0.99):
+        coarse = model.dimension_log_prob(
+            x, dims, sigma, 64, shift=torch.full((5,), shift, dtype=torch.float64)
+        )
+        torch.testing.assert_close(coarse, fine, atol=1e-3, rtol=0)

@@ -180,6 +180,7 @@ class ARCSM(nn.Module):
         dims: torch.Tensor,
         sigma: torch.Tensor,
         n_cells: int,
+        shift: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``log p(x_d | x_<d)`` for one dimension ``d = dims[i]`` per row.
 
@@ -194,18 +195,32 @@ class ARCSM(nn.Module):
         sigma : torch.Tensor
             Noise level of the density.
         n_cells : int
-            Quadrature cells.
+            Quadrature cells over the window.
+        shift : torch.Tensor of shape (batch,), optional
+            Fractions of a cell in ``[0, 1)``. Each row's grid then starts
+            ``shift`` cells below the window and spans one extra cell, so a
+            coarse training grid cannot be exploited by spikes between its
+            points (beyond the window the score is exactly the tail the
+            quadrature assumes, so the result stays exact up to grid error).
 
         Returns
         -------
         log_p : torch.Tensor of shape (batch,)
         """
         rows = torch.arange(x.shape[0], device=x.device)
-        bias = self.conditioner(x)[rows, dims]  # (batch, K)
-        grid = self.grid(n_cells).to(x.dtype)[dims]  # (batch, 2n+1)
-        scores = self.head(bias[:, None, :], grid, sigma)
+        bias = self.conditioner(x)[rows, dims][:, None, :]  # (batch, 1, K)
         lower = self.lower.to(x.dtype)[dims]
         upper = self.upper.to(x.dtype)[dims]
+        if shift is None:
+            start, stop, cells = lower, upper, n_cells
+        else:
+            width = (upper - lower) / n_cells
+            start, stop = lower - shift * width, upper + (1.0 - shift) * width
+            cells = n_cells + 1
+        grid = quadrature.grid_points(start, stop, cells)  # (batch, 2 cells + 1)
+        scores = self.conditional_scores(
+            bias, grid, sigma, lower[:, None], upper[:, None]
+        )
         return quadrature.log_density(
-            x[rows, dims], scores, lower, upper, self.tail_scale
+            x[rows, dims], scores, start, stop, self.tail_scale
         )
