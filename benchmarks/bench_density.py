@@ -117,14 +117,22 @@ def evaluate_arcsm(
     estimator = ARCSMDensity(random_state=settings.random_state, **params)
     _, fit_s = _timed(estimator.fit, dataset.X_train)
     overrides = ", ".join(f"{k}={v}" for k, v in params.items())
+    # Resolved training objective, where the estimator reports one.
+    objective = getattr(estimator, "objective_", "")
+    setting = (overrides or "defaults") + (
+        f" (objective_={objective})" if objective else ""
+    )
     return _result_row(
         dataset,
         "ARCSMDensity",
-        overrides or "defaults",
+        setting,
         estimator,
         fit_s,
         0.0,
-        {"n_iter": estimator.n_iter_},
+        {
+            "n_iter": estimator.n_iter_,
+            "objective": objective,
+        },
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -15,6 +16,8 @@ import numpy as np
 import sklearn
 import skorch
 import torch
+
+import sklearn_arcsm
 
 __all__ = [
     "DENSITY_COLUMNS",
@@ -136,6 +139,8 @@ def environment() -> dict:
             "%Y-%m-%d %H:%M"
         ),
         "git_commit": _git_commit(),
+        "sklearn_arcsm": sklearn_arcsm.__version__,
+        "package_sources_sha1": package_fingerprint(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scikit_learn": sklearn.__version__,
@@ -146,6 +151,20 @@ def environment() -> dict:
         "torch_threads_density": torch.get_num_threads(),
         "load_average_1min_start": load_average(),
     }
+
+
+def package_fingerprint() -> str:
+    """SHA-1 (12 hex digits) of the package's Python sources as imported.
+
+    With ``git_commit`` it pins what was measured even when the package had
+    uncommitted changes (``+dirty``).
+    """
+    root = Path(sklearn_arcsm.__file__).parent
+    digest = hashlib.sha1()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def load_average() -> float | None:

@@ -41,6 +41,7 @@ __all__ = [
     "run_step_benchmark",
     "single_thread",
     "time_round_robin",
+    "torch_threads",
 ]
 
 # Settings the estimator uses by default (sklearn_arcsm._base / ARCSMDensity).
@@ -51,14 +52,19 @@ WINDOW = (-5.0, 5.0)
 
 
 @contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(1)``, then restore."""
+def torch_threads(n_threads: int) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n_threads)``, then restore."""
     previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(n_threads)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def single_thread():
+    """Run the block with ``torch.set_num_threads(1)``, then restore."""
+    return torch_threads(1)
 
 
 def count_parameters(module: torch.nn.Module) -> int:

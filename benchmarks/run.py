@@ -5,6 +5,7 @@ Usage::
     python benchmarks/run.py                  # full run, writes benchmarks/results/
     python benchmarks/run.py --quick --output-dir /tmp/bench   # smoke run, < 60 s
     python benchmarks/run.py --only steps     # one benchmark (density|steps|design)
+    python benchmarks/run.py --threads 2      # let torch and BLAS use 2 threads
 
 See ``benchmarks/README.md`` for what each benchmark measures.
 """
@@ -30,7 +31,8 @@ from bench_report import (
     markdown_table,
     write_results,
 )
-from bench_steps import run_design_benchmark, run_step_benchmark
+from bench_steps import run_design_benchmark, run_step_benchmark, torch_threads
+from threadpoolctl import threadpool_limits
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCHMARKS = ("density", "steps", "design")
@@ -111,7 +113,8 @@ NOTES = {
         "Gaussian kernel, bandwidth by 5-fold GridSearchCV. Digits: pixel "
         "values 0..16 plus U[0,1) noise (seed 0), 75/25 split (seed 0). "
         "Times: fit = final fit, selection = the whole search, score = "
-        "score_samples on the test set (torch default threads)."
+        "score_samples on the test set, with torch and BLAS limited to "
+        "torch_threads_density threads (see the header)."
     ),
     "steps": (
         "Median wall time of one training step (zero_grad + loss + backward + "
@@ -147,6 +150,13 @@ def _parse_args(argv) -> argparse.Namespace:
         default=None,
         help="where to write results (default: benchmarks/results for a full "
         "run, a new temporary folder for --quick)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch and BLAS threads for the density fits (default 1: "
+        "reproducible times on a shared machine; step timings always use 1)",
     )
     parser.add_argument(
         "--only",
@@ -232,11 +242,12 @@ def main(argv=None) -> int:
     config = QUICK if args.quick else FULL
     selected = set(args.only or BENCHMARKS)
     runners = {"density": _run_density, "steps": _run_steps, "design": _run_design}
-    env = environment()
-    start = time.perf_counter()
-    results = {
-        key: runners[key](config) if key in selected else [] for key in BENCHMARKS
-    }
+    with threadpool_limits(limits=args.threads), torch_threads(args.threads):
+        env = environment()
+        start = time.perf_counter()
+        results = {
+            key: runners[key](config) if key in selected else [] for key in BENCHMARKS
+        }
     results.update(
         environment=env,
         quick=args.quick,
