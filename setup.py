@@ -32,7 +32,7 @@ setup(
     extras_require={
         "test": ["pytest>=7", "hypothesis>=6", "pandas", "matplotlib>=3.7"],
         "examples": ["matplotlib>=3.7"],
-        "benchmarks": ["matplotlib>=3.7"],
+        "benchmarks": ["matplotlib>=3.7", "zuko>=1.0"],
         "docs": [
             "sphinx>=7",
             "sphinx-gallery>=0.15",

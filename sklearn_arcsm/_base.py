@@ -506,7 +506,38 @@ class BaseCSMEstimator(BaseEstimator):
     def _log_det_scale(self) -> float:
         return float(np.sum(np.log(self.scale_)))
 
-    def _sample(self, n_samples, random_state, method, n_steps, step_size):
+    def sample(
+        self,
+        n_samples=1,
+        random_state=None,
+        *,
+        method="inverse_cdf",
+        n_steps=20,
+        step_size=None,
+    ):
+        """Draw samples from the fitted model.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seeds the draw.
+        method : {"inverse_cdf", "langevin"}, default="inverse_cdf"
+            ``"inverse_cdf"``: exact draws from each 1-D conditional by
+            inverting its CDF on the quadrature grid. ``"langevin"``: the
+            paper's annealed autoregressive Langevin dynamics.
+        n_steps : int, default=20
+            Langevin steps per noise level (``method="langevin"`` only).
+        step_size : float, default=None
+            Langevin step at the smallest level; None means
+            ``0.1 * noise_levels_[-1] ** 2``.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, `n_features_in_`)
+            In the units of the training data.
+        """
         check_is_fitted(self)
         if (
             not isinstance(n_samples, Integral)
