@@ -1,0 +1,26 @@
+"""Smoke test: the benchmark command runs end to end in quick mode."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmark_command_quick_mode_writes_its_tables(tmp_path):
+    subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    for name in (
+        "results.md",
+        "results.json",
+        "density.csv",
+        "steps.csv",
+        "design.csv",
+    ):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "CSM" in (tmp_path / "results.md").read_text()
