@@ -287,7 +287,8 @@ class BaseCSMEstimator(BaseEstimator):
         X = validate_data(
             self, X, reset=not continuing, ensure_min_samples=2, dtype=np.float64
         )
-        device = self._resolve_device()
+        # A continued fit stays where its net lives.
+        device = self.device_ if continuing else self._resolve_device()
         levels = self._resolve_noise_levels()
         seeds = self._seeds()
         if continuing:
