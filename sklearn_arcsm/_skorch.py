@@ -192,11 +192,12 @@ class CSMNet(NeuralNet):
             )
             n_cells = min(n_cells, TRAIN_LIKELIHOOD_CELLS)
         noisy = x + sigma * noise
+        conditioning = self.module_.conditioner(noisy)  # shared by all dims
         total = 0.0
         for k in range(n_dims):
             dims = (offset + k) % n_features
             total = total + self.module_.dimension_log_prob(
-                noisy, dims, sigma, n_cells, shift=shift
+                noisy, dims, sigma, n_cells, shift=shift, conditioning=conditioning
             )
         return -n_features / n_dims * total
 

@@ -181,6 +181,7 @@ class ARCSM(nn.Module):
         sigma: torch.Tensor,
         n_cells: int,
         shift: torch.Tensor | None = None,
+        conditioning: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``log p(x_d | x_<d)`` for one dimension ``d = dims[i]`` per row.
 
@@ -202,13 +203,18 @@ class ARCSM(nn.Module):
             coarse training grid cannot be exploited by spikes between its
             points (beyond the window the score is exactly the tail the
             quadrature assumes, so the result stays exact up to grid error).
+        conditioning : torch.Tensor of shape (batch, D, K), optional
+            ``conditioner(x)``, when already computed (it does not depend on
+            ``dims``, so several calls on the same ``x`` can share it).
 
         Returns
         -------
         log_p : torch.Tensor of shape (batch,)
         """
         rows = torch.arange(x.shape[0], device=x.device)
-        bias = self.conditioner(x)[rows, dims][:, None, :]  # (batch, 1, K)
+        if conditioning is None:
+            conditioning = self.conditioner(x)
+        bias = conditioning[rows, dims][:, None, :]  # (batch, 1, K)
         lower = self.lower.to(x.dtype)[dims]
         upper = self.upper.to(x.dtype)[dims]
         if shift is None:
