@@ -30,7 +30,7 @@ setup(
         "skorch>=1.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "pandas", "matplotlib>=3.7"],
+        "test": ["pytest>=7", "hypothesis>=6", "pandas", "matplotlib>=3.7", "numpydoc"],
         "examples": ["matplotlib>=3.7"],
         "benchmarks": ["matplotlib>=3.7", "zuko>=1.0"],
         "docs": [

@@ -7,6 +7,7 @@ from sklearn.base import DensityMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_arcsm._base import BaseCSMEstimator
+from sklearn_arcsm._docstrings import parameters_section
 
 __all__ = ["ARCSMDensity"]
 
@@ -24,71 +25,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     Data are standardized internally; densities and samples are reported in
     the units of ``X``.
 
-    Parameters
-    ----------
-    backbone : {"made", "pixelcnn"}, default="made"
-        Context network. ``"made"``: masked autoencoder, for vectors.
-        ``"pixelcnn"``: masked convolutions over images flattened in raster
-        order (row by row), for image data.
-    image_shape : tuple of int, default=None
-        ``(height, width)`` of the flattened images, for
-        ``backbone="pixelcnn"``; None means square images.
-    hidden_layer_sizes : "auto" or tuple of int, default="auto"
-        Hidden widths of the context network (channel counts for
-        ``"pixelcnn"``). ``"auto"``: for MADE two layers of width
-        ``clip(2 * n_features, 128, 1024)``; for PixelCNN ``(32, 32, 32)``.
-    context_size : int, default=8
-        Width of the context vector per dimension.
-    head_layer_sizes : tuple of int, default=(32, 32)
-        Hidden widths of the conditional score network.
-    n_frequencies : int, default=6
-        Fourier frequencies encoding the scalar input of the score network.
-    objective : {"auto", "csm", "nll", "csm+nll"}, default="auto"
-        Training objective. ``"csm"``: the paper's noise-conditional composite
-        score matching. ``"nll"``: the exact negative log-likelihood, through
-        the 1-D quadrature of one random dimension per sample (an unbiased
-        estimate on a randomly shifted 64-cell grid: about 131 score-network
-        evaluations per sample). ``"csm+nll"``: their sum. ``"auto"``: ``"csm+nll"``.
-        Score matching cannot see the relative mass of separated modes; the
-        likelihood term can (on a two-ring target: KL 1.18 nats with CSM
-        alone, 0.44 with CSM plus likelihood, for about 5x the time per
-        epoch). Use ``"csm"`` for the fastest training.
-    noise_levels : None, float or array-like of float, default=None
-        Decreasing noise levels (in standardized units) for noise-conditional
-        training. ``None`` means 4 geometric levels from 1.0 to 0.1. The
-        fitted density is the data density smoothed by the smallest level.
-    n_quadrature : int, default=256
-        Quadrature cells per dimension (the score is evaluated at
-        ``2 * n_quadrature + 1`` points per conditional).
-    max_epochs : int, default=100
-        Maximum number of passes over the training data.
-    batch_size : int, default=256
-        Mini-batch size.
-    lr : float, default=1e-3
-        Adam learning rate.
-    device : str, default="cpu"
-        Torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
-    early_stopping : bool, default=True
-        Hold out ``validation_fraction`` of the data, stop when its negative
-        log-likelihood has not improved by ``tol`` for ``n_iter_no_change``
-        epochs, and keep the best weights.
-    validation_fraction : float, default=0.1
-        Fraction of the data held out for early stopping.
-    n_iter_no_change : int, default=10
-        Patience of early stopping, in epochs.
-    tol : float, default=1e-4
-        Minimum improvement of the validation loss.
-    callbacks : list of skorch callbacks, default=None
-        Extra callbacks for the private skorch net (copied before use).
-    verbose : int, default=0
-        0: silent; 1: skorch's epoch table; 2: also a progress bar.
-    warm_start : bool, default=False
-        If True, ``fit`` continues training the fitted model on the new data
-        (keeping the standardization, window and optimizer state).
-    random_state : int, RandomState instance or None, default=None
-        Seeds weight initialization, shuffling, the validation split and
-        every noise draw.
-
+    {parameters}
     Attributes
     ----------
     n_features_in_ : int
@@ -202,3 +139,43 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         score : float
         """
         return float(np.mean(self.score_samples(X)))
+
+
+ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
+    "{parameters}",
+    parameters_section(
+        objective="""\
+    objective : {"auto", "csm", "nll", "csm+nll"}, default="auto"
+        Training objective. ``"csm"``: the paper's noise-conditional composite
+        score matching. ``"nll"``: the exact negative log-likelihood, through
+        the 1-D quadrature of one random dimension per sample (an unbiased
+        estimate on a randomly shifted 64-cell grid: about 131 score-network
+        evaluations per sample). ``"csm+nll"``: their sum. ``"auto"``: ``"csm+nll"``.
+        Score matching cannot see the relative mass of separated modes; the
+        likelihood term can (on a two-ring target: KL 1.18 nats with CSM
+        alone, 0.44 with CSM plus likelihood, for about 5x the time per
+        epoch). Use ``"csm"`` for the fastest training.
+""",
+        noise_levels="""\
+    noise_levels : None, float or array-like of float, default=None
+        Decreasing noise levels (in standardized units) for noise-conditional
+        training. ``None`` means 4 geometric levels from 1.0 to 0.1. The
+        fitted density is the data density smoothed by the smallest level.
+""",
+        n_quadrature="""\
+    n_quadrature : int, default=256
+        Quadrature cells per dimension (the score is evaluated at
+        ``2 * n_quadrature + 1`` points per conditional).
+""",
+        max_epochs="""\
+    max_epochs : int, default=100
+        Maximum number of passes over the training data.
+""",
+        early_stopping="""\
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the data, stop when its negative
+        log-likelihood has not improved by ``tol`` for ``n_iter_no_change``
+        epochs, and keep the best weights.
+""",
+    ),
+)

@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklearn_arcsm import objectives
 from sklearn_arcsm._base import BaseCSMEstimator
+from sklearn_arcsm._docstrings import parameters_section
 
 __all__ = ["CSMScoreEstimator"]
 
@@ -33,70 +34,7 @@ class CSMScoreEstimator(BaseCSMEstimator):
     by the smallest noise level (``noise_levels_[-1]`` in standardized
     units), evaluated with clean inputs.
 
-    Parameters
-    ----------
-    backbone : {"made", "pixelcnn"}, default="made"
-        Context network. ``"made"``: masked autoencoder, for vectors.
-        ``"pixelcnn"``: masked convolutions over images flattened in raster
-        order (row by row), for image data.
-    image_shape : tuple of int, default=None
-        ``(height, width)`` of the flattened images, for
-        ``backbone="pixelcnn"``; None means square images.
-    hidden_layer_sizes : "auto" or tuple of int, default="auto"
-        Hidden widths of the context network (channel counts for
-        ``"pixelcnn"``). ``"auto"``: for MADE two layers of width
-        ``clip(2 * n_features, 128, 1024)``; for PixelCNN ``(32, 32, 32)``.
-    context_size : int, default=8
-        Width of the context vector per dimension.
-    head_layer_sizes : tuple of int, default=(32, 32)
-        Hidden widths of the conditional score network.
-    n_frequencies : int, default=6
-        Fourier frequencies encoding the scalar input of the score network.
-    objective : {"auto", "csm", "nll", "csm+nll"}, default="auto"
-        Training objective. ``"csm"``: the paper's noise-conditional composite
-        score matching, which needs nothing but samples. ``"nll"``: the exact
-        negative log-likelihood, through the 1-D quadrature of one random
-        dimension per sample (an unbiased estimate on a randomly shifted
-        64-cell grid: about 131 score-network evaluations per sample).
-        ``"csm+nll"``: their sum. ``"auto"``: ``"csm"``. Score matching cannot
-        see the relative mass of separated modes; the likelihood term can.
-    noise_levels : None, float or array-like of float, default=None
-        Decreasing noise levels (in standardized units) for noise-conditional
-        training. ``None`` means 4 geometric levels from 1.0 to 0.1. The
-        estimated scores are those of the data smoothed by the smallest level.
-    n_quadrature : int, default=256
-        Quadrature cells per dimension, used by :meth:`sample` and by the
-        likelihood objectives.
-    max_epochs : int, default=100
-        Maximum number of passes over the training data in :meth:`fit`.
-    batch_size : int, default=256
-        Mini-batch size.
-    lr : float, default=1e-3
-        Adam learning rate.
-    device : str, default="cpu"
-        Torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
-    early_stopping : bool, default=True
-        Hold out ``validation_fraction`` of the data, stop when its training
-        objective has not improved by ``tol`` for ``n_iter_no_change`` epochs,
-        and keep the best weights. In :meth:`partial_fit` (one epoch per call)
-        the held-out part only feeds ``validation_loss_curve_``.
-    validation_fraction : float, default=0.1
-        Fraction of the data held out for early stopping.
-    n_iter_no_change : int, default=10
-        Patience of early stopping, in epochs.
-    tol : float, default=1e-4
-        Minimum improvement of the validation loss.
-    callbacks : list of skorch callbacks, default=None
-        Extra callbacks for the private skorch net (copied before use).
-    verbose : int, default=0
-        0: silent; 1: skorch's epoch table; 2: also a progress bar.
-    warm_start : bool, default=False
-        If True, ``fit`` continues training the fitted model on the new data
-        (keeping the standardization, window and optimizer state).
-    random_state : int, RandomState instance or None, default=None
-        Seeds weight initialization, shuffling, the validation split and
-        every noise draw.
-
+    {parameters}
     Attributes
     ----------
     n_features_in_ : int
@@ -372,3 +310,42 @@ class CSMScoreEstimator(BaseCSMEstimator):
         with torch.no_grad():
             scores = self.conditional_scores_torch(z)
         return objectives.entropy_surrogate(z, scores)
+
+
+CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
+    "{parameters}",
+    parameters_section(
+        objective="""\
+    objective : {"auto", "csm", "nll", "csm+nll"}, default="auto"
+        Training objective. ``"csm"``: the paper's noise-conditional composite
+        score matching, which needs nothing but samples. ``"nll"``: the exact
+        negative log-likelihood, through the 1-D quadrature of one random
+        dimension per sample (an unbiased estimate on a randomly shifted
+        64-cell grid: about 131 score-network evaluations per sample).
+        ``"csm+nll"``: their sum. ``"auto"``: ``"csm"``. Score matching cannot
+        see the relative mass of separated modes; the likelihood term can.
+""",
+        noise_levels="""\
+    noise_levels : None, float or array-like of float, default=None
+        Decreasing noise levels (in standardized units) for noise-conditional
+        training. ``None`` means 4 geometric levels from 1.0 to 0.1. The
+        estimated scores are those of the data smoothed by the smallest level.
+""",
+        n_quadrature="""\
+    n_quadrature : int, default=256
+        Quadrature cells per dimension, used by :meth:`sample` and by the
+        likelihood objectives.
+""",
+        max_epochs="""\
+    max_epochs : int, default=100
+        Maximum number of passes over the training data in :meth:`fit`.
+""",
+        early_stopping="""\
+    early_stopping : bool, default=True
+        Hold out ``validation_fraction`` of the data, stop when its training
+        objective has not improved by ``tol`` for ``n_iter_no_change`` epochs,
+        and keep the best weights. In :meth:`partial_fit` (one epoch per call)
+        the held-out part only feeds ``validation_loss_curve_``.
+""",
+    ),
+)

@@ -1,0 +1,131 @@
+"""Parameter documentation shared by the AR-CSM estimators.
+
+Both estimators take the same constructor parameters; their docstrings are
+built from one table here, with per-estimator text only where the meaning
+differs.
+"""
+
+from __future__ import annotations
+
+__all__ = ["PARAMETER_ORDER", "SHARED_PARAMETERS", "parameters_section"]
+
+PARAMETER_ORDER = (
+    "backbone",
+    "image_shape",
+    "hidden_layer_sizes",
+    "context_size",
+    "head_layer_sizes",
+    "n_frequencies",
+    "objective",
+    "noise_levels",
+    "n_quadrature",
+    "max_epochs",
+    "batch_size",
+    "lr",
+    "device",
+    "early_stopping",
+    "validation_fraction",
+    "n_iter_no_change",
+    "tol",
+    "callbacks",
+    "verbose",
+    "warm_start",
+    "random_state",
+)
+
+SHARED_PARAMETERS = {
+    "backbone": """\
+    backbone : {"made", "pixelcnn"}, default="made"
+        Context network. ``"made"``: masked autoencoder, for vectors.
+        ``"pixelcnn"``: masked convolutions over images flattened in raster
+        order (row by row), for image data.
+""",
+    "image_shape": """\
+    image_shape : tuple of int, default=None
+        ``(height, width)`` of the flattened images, for
+        ``backbone="pixelcnn"``; None means square images.
+""",
+    "hidden_layer_sizes": """\
+    hidden_layer_sizes : "auto" or tuple of int, default="auto"
+        Hidden widths of the context network (channel counts for
+        ``"pixelcnn"``). ``"auto"``: for MADE two layers of width
+        ``clip(2 * n_features, 128, 1024)``; for PixelCNN ``(32, 32, 32)``.
+""",
+    "context_size": """\
+    context_size : int, default=8
+        Width of the context vector per dimension.
+""",
+    "head_layer_sizes": """\
+    head_layer_sizes : tuple of int, default=(32, 32)
+        Hidden widths of the conditional score network.
+""",
+    "n_frequencies": """\
+    n_frequencies : int, default=6
+        Fourier frequencies encoding the scalar input of the score network.
+""",
+    "batch_size": """\
+    batch_size : int, default=256
+        Mini-batch size.
+""",
+    "lr": """\
+    lr : float, default=1e-3
+        Adam learning rate.
+""",
+    "device": """\
+    device : str, default="cpu"
+        Torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
+""",
+    "validation_fraction": """\
+    validation_fraction : float, default=0.1
+        Fraction of the data held out for early stopping.
+""",
+    "n_iter_no_change": """\
+    n_iter_no_change : int, default=10
+        Patience of early stopping, in epochs.
+""",
+    "tol": """\
+    tol : float, default=1e-4
+        Minimum improvement of the validation loss.
+""",
+    "callbacks": """\
+    callbacks : list of skorch callbacks, default=None
+        Extra callbacks for the private skorch net (copied before use).
+""",
+    "verbose": """\
+    verbose : int, default=0
+        0: silent; 1: skorch's epoch table; 2: also a progress bar.
+""",
+    "warm_start": """\
+    warm_start : bool, default=False
+        If True, ``fit`` continues training the fitted model on the new data
+        (keeping the standardization, window and optimizer state).
+""",
+    "random_state": """\
+    random_state : int, RandomState instance or None, default=None
+        Seeds weight initialization, shuffling, the validation split and
+        every noise draw.
+""",
+}
+
+
+def parameters_section(**specific: str) -> str:
+    """The numpydoc ``Parameters`` section, with estimator-specific entries.
+
+    Parameters
+    ----------
+    **specific : str
+        Full entries (name line and description, indented as in a class
+        docstring) for the parameters whose meaning differs per estimator.
+
+    Returns
+    -------
+    section : str
+    """
+    missing = set(PARAMETER_ORDER) - set(SHARED_PARAMETERS) - set(specific)
+    if missing:
+        raise ValueError(f"no documentation for parameters {sorted(missing)}")
+    body = "".join(
+        specific[name] if name in specific else SHARED_PARAMETERS[name]
+        for name in PARAMETER_ORDER
+    )
+    return "Parameters\n    ----------\n" + body
