@@ -19,8 +19,8 @@ from tests.conftest import CHEAP_PARAMS
 P = {**CHEAP_PARAMS, "random_state": 0}
 
 
-class PoisonAt(Callback):
-    """Simulate divergence: set a weight to NaN at the end of an epoch."""
+class AtEpoch(Callback):
+    """Do something at the end of the n-th epoch this callback sees."""
 
     def __init__(self, epoch):
         self.epoch = epoch
@@ -29,21 +29,22 @@ class PoisonAt(Callback):
     def on_epoch_end(self, net, **kwargs):
         self.seen_ += 1
         if self.seen_ == self.epoch:
-            with torch.no_grad():
-                net.module_.head.output_layer.bias.fill_(float("nan"))
+            self.act(net)
 
 
-class InterruptAt(Callback):
-    """Simulate Ctrl-C at the end of an epoch."""
+class PoisonAt(AtEpoch):
+    """Simulate divergence: set a weight to NaN."""
 
-    def __init__(self, epoch):
-        self.epoch = epoch
-        self.seen_ = 0
+    def act(self, net):
+        with torch.no_grad():
+            net.module_.head.output_layer.bias.fill_(float("nan"))
 
-    def on_epoch_end(self, net, **kwargs):
-        self.seen_ += 1
-        if self.seen_ == self.epoch:
-            raise KeyboardInterrupt
+
+class InterruptAt(AtEpoch):
+    """Simulate Ctrl-C."""
+
+    def act(self, net):
+        raise KeyboardInterrupt
 
 
 # ----------------------------------------------------------------------------
