@@ -217,13 +217,22 @@ def log_density(
     return energy_at(x, energy, scores, lower, upper, tail_scale) - log_z
 
 
+def _split_small(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of near-zero energy steps, and the steps with those replaced by 1.
+
+    Log-linear cell formulas divide by the step; callers use ``safe`` in the
+    general formula and the ``small`` limit where the step vanishes.
+    """
+    small = delta.abs() < 1e-6
+    return small, torch.where(small, torch.ones_like(delta), delta)
+
+
 def _log_cell_masses(energy: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
     """Log-mass of each half-cell under log-linear interpolation of ``E``."""
     e0, e1 = energy[..., :-1], energy[..., 1:]
     delta = e1 - e0
     # log((exp(delta) - 1) / delta), stable for delta near 0 and of any sign.
-    small = delta.abs() < 1e-6
-    safe = torch.where(small, torch.ones_like(delta), delta)
+    small, safe = _split_small(delta)
     log_ratio = torch.where(
         safe > 0,
         safe + torch.log(-torch.expm1(-safe)) - torch.log(safe.abs()),
@@ -244,6 +253,13 @@ def _segment_log_masses(energy, scores, lower, upper, tail_scale):
     return torch.cat([low_tail, cells, high_tail], dim=-1)
 
 
+def _segment_masses(scores, lower, upper, tail_scale):
+    """Energies at the points and normalized masses of every segment."""
+    energy = cumulative_energy(scores, lower, upper)
+    log_m = _segment_log_masses(energy, scores, lower, upper, tail_scale)
+    return energy, torch.softmax(log_m, dim=-1)
+
+
 def cdf(
     x: torch.Tensor,
     scores: torch.Tensor,
@@ -256,9 +272,7 @@ def cdf(
     Uses log-linear interpolation of the energy between grid points, the same
     piecewise density that :func:`inverse_cdf` samples from exactly.
     """
-    energy = cumulative_energy(scores, lower, upper)
-    log_m = _segment_log_masses(energy, scores, lower, upper, tail_scale)
-    masses = torch.softmax(log_m, dim=-1)
+    energy, masses = _segment_masses(scores, lower, upper, tail_scale)
     n_points = scores.shape[-1]
     width = (upper - lower) / (n_points - 1)
     position = ((x - lower) / width).clamp(0.0, float(n_points - 1))
@@ -295,8 +309,7 @@ def cdf(
 
 def _partial_cell_fraction(delta: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
     """Fraction of a log-linear cell's mass left of ``frac`` in ``[0, 1]``."""
-    small = delta.abs() < 1e-6
-    safe = torch.where(small, torch.ones_like(delta), delta)
+    small, safe = _split_small(delta)
     value = torch.expm1(safe * frac) / torch.expm1(safe)
     return torch.where(small, frac, value)
 
@@ -325,9 +338,7 @@ def inverse_cdf(
     -------
     samples : torch.Tensor of shape (...)
     """
-    energy = cumulative_energy(scores, lower, upper)
-    log_m = _segment_log_masses(energy, scores, lower, upper, tail_scale)
-    masses = torch.softmax(log_m, dim=-1)
+    energy, masses = _segment_masses(scores, lower, upper, tail_scale)
     cumulative = torch.cumsum(masses, dim=-1)
     segment = torch.searchsorted(cumulative, uniform[..., None].contiguous()).clamp(
         max=masses.shape[-1] - 1
@@ -345,8 +356,7 @@ def inverse_cdf(
     e0 = energy.gather(-1, cell[..., None]).squeeze(-1)
     e1 = energy.gather(-1, cell[..., None] + 1).squeeze(-1)
     delta = e1 - e0
-    small = delta.abs() < 1e-6
-    safe = torch.where(small, torch.ones_like(delta), delta)
+    small, safe = _split_small(delta)
     frac = torch.where(small, within, torch.log1p(within * torch.expm1(safe)) / safe)
     inside = lower + width * (cell + frac.clamp(0.0, 1.0))
 
