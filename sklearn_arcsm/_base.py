@@ -527,7 +527,9 @@ class BaseCSMEstimator(BaseEstimator):
         method : {"inverse_cdf", "langevin"}, default="inverse_cdf"
             ``"inverse_cdf"``: exact draws from each 1-D conditional by
             inverting its CDF on the quadrature grid. ``"langevin"``: the
-            paper's annealed autoregressive Langevin dynamics.
+            paper's annealed autoregressive Langevin dynamics; it needs
+            every noise level trained, so a model fitted with
+            ``objective="nll"`` (the ARCSMDensity default) refuses it.
         n_steps : int, default=20
             Langevin steps per noise level (``method="langevin"`` only).
         step_size : float, default=None
@@ -551,6 +553,14 @@ class BaseCSMEstimator(BaseEstimator):
         if method not in ("inverse_cdf", "langevin"):
             raise ValueError(
                 f"method must be 'inverse_cdf' or 'langevin'; got {method!r}."
+            )
+        if method == "langevin" and self.objective_ == "nll":
+            raise ValueError(
+                "method='langevin' anneals through the noise levels, which only "
+                "CSM trains; this model was fitted with objective_='nll' (exact "
+                "maximum likelihood, the ARCSMDensity default). Use "
+                "method='inverse_cdf' (exact draws from the fitted density), or "
+                "fit with objective='csm+nll' or 'csm' to sample by Langevin."
             )
         if n_samples == 0:
             return np.zeros((0, self.n_features_in_))
