@@ -80,7 +80,7 @@ SHARED_PARAMETERS = {
         Fraction of the data held out for early stopping.
 """,
     "n_iter_no_change": """\
-    n_iter_no_change : int, default=10
+    n_iter_no_change : int, default=20
         Patience of early stopping, in epochs.
 """,
     "tol": """\

@@ -319,17 +319,19 @@ CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
     objective : {"auto", "csm", "nll", "csm+nll"}, default="auto"
         Training objective. ``"csm"``: the paper's noise-conditional composite
         score matching, which needs nothing but samples. ``"nll"``: the exact
-        negative log-likelihood, through the 1-D quadrature of one random
-        dimension per sample (an unbiased estimate on a randomly shifted
-        64-cell grid: about 131 score-network evaluations per sample).
-        ``"csm+nll"``: their sum. ``"auto"``: ``"csm"``. Score matching cannot
-        see the relative mass of separated modes; the likelihood term can.
+        negative log-likelihood of the data, through the 1-D quadrature of
+        one random dimension per sample (an unbiased estimate on a randomly
+        shifted 64-cell grid: about 131 score-network evaluations per
+        sample). ``"csm+nll"``: their sum. ``"auto"``: ``"csm"``. Score
+        matching cannot see the relative mass of separated modes; the
+        likelihood term can.
 """,
         noise_levels="""\
     noise_levels : None, float or array-like of float, default=None
         Decreasing noise levels (in standardized units) for noise-conditional
-        training. ``None`` means 4 geometric levels from 1.0 to 0.1. The
-        estimated scores are those of the data smoothed by the smallest level.
+        training. ``None`` means 4 geometric levels from 1.0 to 0.1. Under
+        ``"csm"`` the estimated scores are those of the data smoothed by the
+        smallest level; the likelihood term fits the data themselves.
 """,
         n_quadrature="""\
     n_quadrature : int, default=256
@@ -337,7 +339,7 @@ CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
         likelihood objectives.
 """,
         max_epochs="""\
-    max_epochs : int, default=100
+    max_epochs : int, default=300
         Maximum number of passes over the training data in :meth:`fit`.
 """,
         early_stopping="""\

@@ -55,15 +55,18 @@ def inverse_cdf_sample(
     grid = model.grid(n_cells).to(dtype)
     lower, upper = model.lower.to(dtype), model.upper.to(dtype)
     for d in range(n_features):
-        bias = model.conditioner(x)[:, d]
+        conditioning = model.conditioner(x)[:, d]
+        bias = model.unpack(conditioning)[0]
         scores = model.head(bias[:, None, :], grid[d][None], sigma)
-        x[:, d] = quadrature.inverse_cdf(
+        # The quadrature lives in the conditional's window coordinates.
+        v = quadrature.inverse_cdf(
             uniform[:, d],
             scores,
             lower[d].expand(n_samples),
             upper[d].expand(n_samples),
             model.tail_scale,
         )
+        x[:, d] = model.from_window(conditioning, v)
     return x
 
 
@@ -108,14 +111,13 @@ def annealed_langevin_sample(
         step_size = 0.1 * float(levels[-1]) ** 2
     x = torch.zeros(n_samples, model.n_features, dtype=dtype, device=device)
     for d in range(model.n_features):
-        bias = model.conditioner(x)[:, d]
+        conditioning = model.conditioner(x)[:, d]
+        lower, upper = model.lower[d].to(dtype), model.upper[d].to(dtype)
         xd = torch.randn(n_samples, generator=generator, dtype=dtype, device=device)
         for sigma in levels:
             a = step_size * (sigma / levels[-1]) ** 2
             for _ in range(n_steps):
-                scores = model.conditional_scores(
-                    bias, xd, sigma, model.lower[d].to(dtype), model.upper[d].to(dtype)
-                )
+                scores = model.conditional_scores(conditioning, xd, sigma, lower, upper)
                 noise = torch.randn(
                     n_samples, generator=generator, dtype=dtype, device=device
                 )

@@ -66,15 +66,85 @@ def test_made_one_feature_is_a_learned_constant():
     assert torch.all(out == out[0])
 
 
-def _arcsm(n_features=4, dtype=torch.float64):
+def _arcsm(n_features=4, dtype=torch.float64, affine_scale=0.0):
+    """A small AR-CSM; ``affine_scale > 0`` randomizes its affine layer."""
     torch.manual_seed(1)
     lower = -3.0 * torch.ones(n_features)
     upper = 3.0 * torch.ones(n_features)
-    return ARCSM(n_features, (12,), 2, (8, 8), lower, upper).to(dtype)
+    model = ARCSM(n_features, (12,), 2, (8, 8), lower, upper).to(dtype)
+    if affine_scale:
+        with torch.no_grad():
+            model.affine.weight.normal_(0.0, affine_scale)
+            model.affine.bias.normal_(0.0, affine_scale)
+    return model
+
+
+def _conditional_log_prob_1d(model, x_prefix, d, points, sigma, n_cells=256):
+    """``log p(x_d = t | x_<d)`` for each ``t`` in ``points``."""
+    x = x_prefix.expand(len(points), -1).clone()
+    x[:, d] = points
+    with torch.no_grad():  # chunks bound the (rows, D, grid, K) activations
+        parts = [
+            model.conditional_log_prob(chunk, sigma, n_cells)[:, d]
+            for chunk in x.split(2000)
+        ]
+    return torch.cat(parts)
+
+
+@pytest.mark.parametrize("affine_scale", [0.0, 0.7])
+def test_arcsm_conditionals_integrate_to_one(affine_scale):
+    # Each 1-D conditional, location and scale included, is a normalized
+    # density: integrate it on a fine grid far beyond the window and tails.
+    model = _arcsm(2, affine_scale=affine_scale)
+    sigma = torch.tensor(0.2, dtype=torch.float64)
+    t = torch.linspace(-60.0, 60.0, 12001, dtype=torch.float64)
+    for prefix in ([0.0, 0.0], [-2.0, 0.0]):
+        x = torch.tensor([prefix], dtype=torch.float64)
+        for d in range(2):
+            log_p = _conditional_log_prob_1d(model, x, d, t, sigma)
+            mass = torch.trapezoid(log_p.exp(), t)
+            assert abs(float(mass) - 1.0) < 1e-4, (prefix, d, float(mass))
+
+
+def test_arcsm_scores_are_the_derivative_of_the_log_density():
+    # With a non-trivial affine layer, conditional_scores (what CSM trains)
+    # and conditional_log_prob (what the likelihood and score_samples use)
+    # describe the same density: d/dx_d log p(x_d | x_<d) = s_d(x).
+    model = _arcsm(3, affine_scale=0.7)
+    sigma = torch.tensor(0.2, dtype=torch.float64)
+    x = torch.randn(
+        6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
+    x.requires_grad_(True)
+    log_p = model.conditional_log_prob(x, sigma, 2048)
+    for d in range(3):
+        (grad,) = torch.autograd.grad(log_p[:, d].sum(), x, retain_graph=True)
+        torch.testing.assert_close(
+            grad[:, d], model(x, sigma)[:, d], atol=2e-3, rtol=2e-3
+        )
+
+
+def test_arcsm_affine_layer_moves_and_scales_the_conditional():
+    model = _arcsm(1, affine_scale=0.0)
+    with torch.no_grad():
+        model.affine.bias.copy_(torch.tensor([2.0, -1.0]))
+    sigma = torch.tensor(0.2, dtype=torch.float64)
+    t = torch.linspace(-3.0, 3.0, 13, dtype=torch.float64)
+    x0 = torch.zeros(1, 1, dtype=torch.float64)
+    with torch.no_grad():
+        _, location, log_scale = model.unpack(model.conditioner(x0)[0, 0])
+    assert float(location) == 2.0 and -1.0 < float(log_scale) < -0.98  # squashed
+    moved = _conditional_log_prob_1d(
+        model, x0, 0, location + torch.exp(log_scale) * t, sigma
+    )
+    with torch.no_grad():
+        model.affine.bias.zero_()
+    base = _conditional_log_prob_1d(model, x0, 0, t, sigma)
+    torch.testing.assert_close(moved, base - log_scale)  # p(m + a v) = p_v(v) / a
 
 
 def test_arcsm_score_d_depends_on_x_up_to_d_only():
-    model = _arcsm()
+    model = _arcsm(affine_scale=0.7)
     sigma = torch.tensor(0.1, dtype=torch.float64)
     x = torch.randn(4, dtype=torch.float64)
     jac = _jacobian(lambda v: model(v[None], sigma)[0], x)

@@ -16,6 +16,16 @@ whose tail mass has a closed form (see :mod:`sklearn_arcsm.quadrature`).
 of a digits pixel's mass far beyond the data.)
 Unlike a bounded head (``B * tanh(g / B)``), this caps nothing inside the
 window, so narrow modes can have scores as sharp as they need.
+
+With ``affine=True`` (the default) the score above lives in *window
+coordinates* ``v = (x_d - m_d) / a_d``, where the location ``m_d`` and scale
+``a_d`` are read off the context of dimension ``d`` (a MAF-style affine
+layer in front of the free-form 1-D density): the density of ``x_d`` is
+``p_v((x_d - m_d) / a_d) / a_d`` and its score ``s_v(v) / a_d``. The window,
+the tails and the quadrature are unchanged in ``v``; what changes is that a
+conditional much narrower than the data's range (the funnel's, at small
+``v``) or far from the window's centre is moved and scaled to where the
+quadrature grid resolves it. Both start at the identity (``m = 0, a = 1``).
 """
 
 from __future__ import annotations
@@ -31,6 +41,12 @@ from sklearn_arcsm.nn.made import MADE
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
 
 __all__ = ["ARCSM"]
+
+# The log-scale of the affine layer is squashed into [-B, B] (scales from
+# e^-5 = 0.007 to e^5 = 148 standardized units): wide enough for Neal's
+# funnel (conditional widths 0.06 to 5), bounded so that a bad step cannot
+# overflow exp.
+LOG_SCALE_BOUND = 5.0
 
 
 class ARCSM(nn.Module):
@@ -59,6 +75,10 @@ class ARCSM(nn.Module):
         ``(batch, D, H)`` autoregressively.
     image_shape : tuple of int, optional
         ``(height, width)`` for ``backbone="pixelcnn"``.
+    affine : bool, default=True
+        Read a location and a scale per conditional off the context and
+        define the score-based density in the standardized coordinates they
+        give (see the module docstring).
     """
 
     def __init__(
@@ -73,6 +93,7 @@ class ARCSM(nn.Module):
         n_frequencies: int = 6,
         backbone: str | nn.Module = "made",
         image_shape: Sequence[int] | None = None,
+        affine: bool = True,
     ) -> None:
         super().__init__()
         self.n_features = n_features
@@ -98,42 +119,117 @@ class ARCSM(nn.Module):
         )
         self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float32))
         self.register_buffer("upper", torch.as_tensor(upper, dtype=torch.float32))
+        self.affine = None
+        if affine:
+            context_size = self.head.context_layer.in_features
+            self.affine = nn.Linear(context_size, 2)
+            nn.init.zeros_(self.affine.weight)  # the identity at initialization
+            nn.init.zeros_(self.affine.bias)
+
+    def __setstate__(self, state):
+        # Modules pickled before the affine layer existed behave as before.
+        super().__setstate__(state)
+        self._modules.setdefault("affine", None)
 
     def conditioner(self, x: torch.Tensor) -> torch.Tensor:
-        """First-layer head biases ``(batch, D, K)``; entry ``d`` sees ``x[:, :d]``."""
-        return self.head.context_bias(self.context_net(x))
+        """Conditioning ``(batch, D, C)``: entry ``d`` sees ``x[:, :d]`` only.
+
+        The first ``K`` channels are the score head's first-layer biases; with
+        the affine layer, two more carry the location and raw log-scale.
+        Split them with :meth:`unpack`.
+        """
+        context = self.context_net(x)
+        bias = self.head.context_bias(context)
+        if self.affine is None:
+            return bias
+        return torch.cat([bias, self.affine(context)], dim=-1)
+
+    def unpack(
+        self, conditioning: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Split a conditioning ``(..., C)`` into head biases, location, log-scale.
+
+        Returns ``(bias, None, None)`` without the affine layer.
+        """
+        if self.affine is None:
+            return conditioning, None, None
+        width = conditioning.shape[-1] - 2
+        raw = conditioning[..., width + 1]
+        log_scale = LOG_SCALE_BOUND * torch.tanh(raw / LOG_SCALE_BOUND)
+        return conditioning[..., :width], conditioning[..., width], log_scale
+
+    def to_window(
+        self, conditioning: torch.Tensor, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """Window coordinates ``v = (x - m) / a`` and ``log a`` (0.0 without affine).
+
+        ``conditioning`` has shape ``(..., C)`` with ``...`` broadcastable
+        against ``x``.
+        """
+        _, location, log_scale = self.unpack(conditioning)
+        if location is None:
+            return x, 0.0
+        return (x - location) * torch.exp(-log_scale), log_scale
+
+    def from_window(self, conditioning: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_window`: ``x = m + a v``."""
+        _, location, log_scale = self.unpack(conditioning)
+        if location is None:
+            return v
+        return location + torch.exp(log_scale) * v
 
     def conditional_scores(
         self,
-        bias: torch.Tensor,
+        conditioning: torch.Tensor,
         u: torch.Tensor,
         sigma: torch.Tensor,
         lower: torch.Tensor | None = None,
         upper: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Scores ``s_d(u)`` with the Gaussian tail continuation.
+        """Scores ``s_d(u) = d/du log p(u | x_<d)`` in standardized units.
 
         Parameters
         ----------
-        bias : torch.Tensor of shape (..., K)
+        conditioning : torch.Tensor of shape (..., C)
             From :meth:`conditioner`, broadcastable against ``u[..., None]``.
         u : torch.Tensor of shape (...)
             Scalar inputs (standardized units).
         sigma : torch.Tensor broadcastable to ``u``
             Noise level.
         lower, upper : torch.Tensor broadcastable to ``u``, optional
-            The window; defaults to the module's per-dimension window, which
-            assumes ``u`` ends with the dimension axis.
+            The window (in window coordinates); defaults to the module's
+            per-dimension window, which assumes ``u`` ends with the
+            dimension axis.
+        """
+        bias = self.unpack(conditioning)[0]
+        v, log_scale = self.to_window(conditioning, u)
+        scores = self.window_scores(bias, v, sigma, lower, upper)
+        if self.affine is None:
+            return scores
+        return scores * torch.exp(-log_scale)
+
+    def window_scores(
+        self,
+        bias: torch.Tensor,
+        v: torch.Tensor,
+        sigma: torch.Tensor,
+        lower: torch.Tensor | None = None,
+        upper: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Scores in window coordinates, with the Gaussian tail continuation.
+
+        ``bias`` is the head-bias part of a conditioning (:meth:`unpack`);
+        ``lower`` and ``upper`` as in :meth:`conditional_scores`.
         """
         lower = self.lower if lower is None else lower
         upper = self.upper if upper is None else upper
-        inside = torch.minimum(torch.maximum(u, lower), upper)
+        inside = torch.minimum(torch.maximum(v, lower), upper)
         scores = self.head(bias, inside, sigma)
         # Outside the window, an outward-pointing edge score is cut to zero
         # (quadrature.tail_slopes): the tails always decay from the edge.
-        outward = torch.where(u > upper, scores.clamp(max=0.0), scores.clamp(min=0.0))
-        scores = torch.where((u > upper) | (u < lower), outward, scores)
-        return scores - (u - inside) / self.tail_scale**2
+        outward = torch.where(v > upper, scores.clamp(max=0.0), scores.clamp(min=0.0))
+        scores = torch.where((v > upper) | (v < lower), outward, scores)
+        return scores - (v - inside) / self.tail_scale**2
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Conditional scores ``(batch, D)`` at ``x`` and noise level ``sigma``."""
@@ -144,14 +240,15 @@ class ARCSM(nn.Module):
         return quadrature.grid_points(self.lower, self.upper, n_cells)
 
     def grid_scores(
-        self, bias: torch.Tensor, sigma: torch.Tensor, n_cells: int
+        self, conditioning: torch.Tensor, sigma: torch.Tensor, n_cells: int
     ) -> torch.Tensor:
-        """Scores on the quadrature grid: ``(batch, D, 2 n_cells + 1)``.
+        """Window-coordinate scores on the grid: ``(batch, D, 2 n_cells + 1)``.
 
-        ``bias`` is ``(batch, D, K)`` from :meth:`conditioner`. The head's
-        input layer sees the grid without a batch axis, so its features are
-        computed once and broadcast over the batch.
+        ``conditioning`` is ``(batch, D, C)`` from :meth:`conditioner`. The
+        head's input layer sees the grid without a batch axis, so its
+        features are computed once and broadcast over the batch.
         """
+        bias = self.unpack(conditioning)[0]
         grid = self.grid(n_cells).to(bias.dtype)
         return self.head(bias[:, :, None, :], grid[None], sigma)
 
@@ -169,10 +266,12 @@ class ARCSM(nn.Module):
         self, x: torch.Tensor, sigma: torch.Tensor, n_cells: int
     ) -> torch.Tensor:
         """Per-dimension terms ``log p(x_d | x_<d)``: shape ``(batch, D)``."""
-        scores = self.grid_scores(self.conditioner(x), sigma, n_cells)
-        return quadrature.log_density(
-            x, scores, self.lower.to(x.dtype), self.upper.to(x.dtype), self.tail_scale
-        )
+        conditioning = self.conditioner(x)
+        scores = self.grid_scores(conditioning, sigma, n_cells)
+        v, log_scale = self.to_window(conditioning, x)
+        lower, upper = self.lower.to(x.dtype), self.upper.to(x.dtype)
+        log_p = quadrature.log_density(v, scores, lower, upper, self.tail_scale)
+        return log_p - log_scale  # Jacobian of v = (x - m) / a
 
     def dimension_log_prob(
         self,
@@ -203,7 +302,7 @@ class ARCSM(nn.Module):
             coarse training grid cannot be exploited by spikes between its
             points (beyond the window the score is exactly the tail the
             quadrature assumes, so the result stays exact up to grid error).
-        conditioning : torch.Tensor of shape (batch, D, K), optional
+        conditioning : torch.Tensor of shape (batch, D, C), optional
             ``conditioner(x)``, when already computed (it does not depend on
             ``dims``, so several calls on the same ``x`` can share it).
 
@@ -214,7 +313,9 @@ class ARCSM(nn.Module):
         rows = torch.arange(x.shape[0], device=x.device)
         if conditioning is None:
             conditioning = self.conditioner(x)
-        bias = conditioning[rows, dims][:, None, :]  # (batch, 1, K)
+        conditioning = conditioning[rows, dims]  # (batch, C)
+        bias = self.unpack(conditioning)[0][:, None, :]  # (batch, 1, K)
+        v, log_scale = self.to_window(conditioning, x[rows, dims])
         lower = self.lower.to(x.dtype)[dims]
         upper = self.upper.to(x.dtype)[dims]
         if shift is None:
@@ -224,9 +325,6 @@ class ARCSM(nn.Module):
             start, stop = lower - shift * width, upper + (1.0 - shift) * width
             cells = n_cells + 1
         grid = quadrature.grid_points(start, stop, cells)  # (batch, 2 cells + 1)
-        scores = self.conditional_scores(
-            bias, grid, sigma, lower[:, None], upper[:, None]
-        )
-        return quadrature.log_density(
-            x[rows, dims], scores, start, stop, self.tail_scale
-        )
+        scores = self.window_scores(bias, grid, sigma, lower[:, None], upper[:, None])
+        log_p = quadrature.log_density(v, scores, start, stop, self.tail_scale)
+        return log_p - log_scale
