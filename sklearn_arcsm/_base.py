@@ -35,7 +35,10 @@ TAIL_SCALE = 1.0
 # Version of the pickled layout of fitted estimators. Bump it when fitted
 # attributes or the module's state dict change meaning, and teach
 # __setstate__ to migrate older formats; newer formats are refused clearly.
-PERSISTENCE_FORMAT = 1
+# Format 2 added the module's affine layer: format-1 modules load without it
+# (ARCSM.__setstate__) and give the densities they gave when saved, while
+# older versions of the package refuse format 2 instead of ignoring it.
+PERSISTENCE_FORMAT = 2
 # Upper bound on the elements of one (rows, D, grid, K) quadrature tensor,
 # which bounds memory in score_samples whatever the number of rows.
 QUADRATURE_BUDGET = 2**23

@@ -24,3 +24,20 @@ def test_benchmark_command_quick_mode_writes_its_tables(tmp_path):
     ):
         assert (tmp_path / name).stat().st_size > 0, name
     assert "CSM" in (tmp_path / "results.md").read_text()
+
+
+def test_quality_benchmark_quick_mode_writes_its_table(tmp_path):
+    # Flows need zuko (the benchmarks extra); every other method runs here.
+    methods = ["arcsm", "arcsm_csm", "arcsm_csm_nll", "gmm", "kde"]
+    subprocess.run(
+        [sys.executable, "benchmarks/quality/run.py", "--quick", "--targets"]
+        + ["banana", "--methods", *methods, "--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    table = (tmp_path / "quality.md").read_text()
+    for method in methods:
+        assert f"| banana | {method} |" in table, method
+    assert (tmp_path / "quality_kl.png").stat().st_size > 0

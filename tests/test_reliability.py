@@ -209,3 +209,19 @@ def test_models_from_a_newer_format_fail_clearly(moons):
     fresh = pickle.loads(blob)
     with pytest.raises(ValueError, match="Upgrade sklearn_arcsm"):
         fresh.__setstate__(state)
+
+
+def test_format_1_models_load_without_the_affine_layer(moons):
+    # Format 1 predates the affine layer: a module pickled then has no
+    # "affine" entry and must load as the identity transform, unchanged.
+    est = ARCSMDensity(**P).fit(moons)
+    module = est.module_
+    with torch.no_grad():
+        module.affine.weight.zero_()
+        module.affine.bias.zero_()
+    expected = est.score_samples(moons[:20])
+    del module._modules["affine"]  # what a format-1 module pickles
+    old = pickle.loads(pickle.dumps(est))
+    old.__setstate__({**old.__getstate__(), "_arcsm_format": 1})
+    assert old.module_.affine is None
+    np.testing.assert_allclose(old.score_samples(moons[:20]), expected, rtol=1e-12)

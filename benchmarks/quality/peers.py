@@ -23,7 +23,6 @@ from sklearn_arcsm import ARCSMDensity
 
 __all__ = [
     "fit_arcsm",
-    "fit_arcsm_nll",
     "fit_arcsm_tuned",
     "fit_flow",
     "fit_gmm",
@@ -135,16 +134,6 @@ def fit_arcsm(X, seed, quick=False, **params):
     if quick:
         params = {"max_epochs": 3, "n_quadrature": 64, **params}
     est = ARCSMDensity(random_state=seed, **params).fit(X)
-    return est.score_samples, {"epochs": est.n_iter_}
-
-
-def fit_arcsm_nll(X, seed, quick=False, **params):
-    """The proposed objective: CSM + likelihood term, likelihood early stopping."""
-    from variants import ARCSMDensityNLL
-
-    if quick:
-        params = {"max_epochs": 3, "n_quadrature": 64, **params}
-    est = ARCSMDensityNLL(random_state=seed, **params).fit(X)
     return est.score_samples, {"epochs": est.n_iter_}
 
 

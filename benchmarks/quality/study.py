@@ -94,6 +94,9 @@ def build_module(Z, seed):
         upper=Zt.max(0).values + 1.0,
         tail_scale=1.0,
         n_frequencies=6,
+        # The study predates the affine layer; random_dimension_nll above
+        # assumes the window coordinates are the data's.
+        affine=False,
     )
 
 
