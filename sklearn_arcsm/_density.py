@@ -85,8 +85,8 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     _validation_objective = "nll"
     # Maximum likelihood through the exact quadrature density. Measured on
     # the quality suite (KL to the truth, nats; benchmarks/quality): rings
-    # 0.060 against 0.353 for CSM + likelihood and 0.575 for pure CSM, which
-    # both fit the data smoothed by the smallest noise level.
+    # 0.067 against 0.276 for CSM + likelihood and 0.391 for pure CSM (CSM
+    # fits the data smoothed by the smallest noise level).
     _default_objective = "nll"
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -157,9 +157,9 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         noise-conditional composite score matching, which fits the data
         smoothed by the smallest noise level and cannot see the relative
         mass of separated modes. ``"csm+nll"``: their sum. ``"auto"``:
-        ``"nll"``, the most accurate on every target of the quality
-        benchmark (e.g. two rings: KL 0.06 nats, against 0.35 for
-        ``"csm+nll"`` and 0.58 for ``"csm"``). Only the CSM objectives
+        ``"nll"``, the most accurate in the quality benchmark (two rings:
+        KL 0.067 nats, against 0.276 for ``"csm+nll"`` and 0.391 for
+        ``"csm"``; banana: 0.036, 0.091, 0.208). Only the CSM objectives
         train the larger noise levels that ``sample(method="langevin")``
         walks through.
 """,
