@@ -56,6 +56,8 @@ STEP_COLUMNS = (
     ("csm_over_plain", "CSM / plain", "{:.2f}"),
     ("csm_over_mle", "CSM / MLE", "{:.2f}"),
     ("context_over_mle", "context / MLE", "{:.2f}"),
+    ("nll_step_ms", "NLL step (ms)", "{:.1f}"),
+    ("nll_over_mle", "NLL / MLE", "{:.2f}"),
 )
 DESIGN_COLUMNS = (
     ("context_size", "context_size", "{:d}"),

@@ -12,7 +12,10 @@ each one ``zero_grad`` + loss + ``backward`` + ``Adam.step``:
   with the same hidden sizes trained by maximum likelihood;
 * ``context``: ``0.5 * arcsm.conditioner(x).square().mean()``, the AR-CSM's
   context network alone (MADE plus the context-to-bias map), which splits the
-  CSM step into its context-network and score-head shares.
+  CSM step into its context-network and score-head shares;
+* ``nll``: ``sampled_negative_log_likelihood(arcsm, x, sigma, 64).mean()``,
+  the ``ARCSMDensity`` default objective as trained (one random conditional
+  per row, by quadrature on a randomly shifted 64-cell grid).
 
 Steps are timed round-robin (one of each per round) after a warm-up, and
 the median per step is reported, so a change in machine load during the run
@@ -30,8 +33,12 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 
 from sklearn_arcsm._base import default_hidden_sizes, default_noise_levels
+from sklearn_arcsm._skorch import TRAIN_LIKELIHOOD_CELLS
 from sklearn_arcsm.nn import ARCSM, GaussianMADE
-from sklearn_arcsm.objectives import noise_conditional_csm
+from sklearn_arcsm.objectives import (
+    noise_conditional_csm,
+    sampled_negative_log_likelihood,
+)
 
 __all__ = [
     "build_arcsm",
@@ -151,6 +158,18 @@ def context_step(module: ARCSM, x: torch.Tensor) -> Callable[[], None]:
     return _adam_step(module, lambda: 0.5 * module.conditioner(x).square().mean())
 
 
+def nll_step(
+    module: ARCSM, x: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator
+) -> Callable[[], None]:
+    """Training step on the likelihood objective, as ``ARCSMDensity`` trains it."""
+    return _adam_step(
+        module,
+        lambda: sampled_negative_log_likelihood(
+            module, x, sigma, TRAIN_LIKELIHOOD_CELLS, generator
+        ).mean(),
+    )
+
+
 def mle_step(module: GaussianMADE, x: torch.Tensor) -> Callable[[], None]:
     """Maximum-likelihood training step of a Gaussian MADE."""
     return _adam_step(module, lambda: -module.log_prob(x).mean())
@@ -224,6 +243,7 @@ def measure_default_steps(
             "plain": plain_step(arcsm, x, levels[-1]),
             "mle": mle_step(made, x),
             "context": context_step(arcsm, x),
+            "nll": nll_step(arcsm, x, levels[-1], generator),
         },
         n_warmup,
         n_repeats,
@@ -242,6 +262,8 @@ def measure_default_steps(
         "csm_over_plain": medians["csm"] / medians["plain"],
         "csm_over_mle": medians["csm"] / medians["mle"],
         "context_over_mle": medians["context"] / medians["mle"],
+        "nll_step_ms": 1e3 * medians["nll"],
+        "nll_over_mle": medians["nll"] / medians["mle"],
     }
 
 
@@ -277,7 +299,8 @@ def run_step_benchmark(
                 f"plain {row['plain_step_ms']:8.1f} ms  "
                 f"mle {row['mle_step_ms']:8.1f} ms  "
                 f"csm/plain {row['csm_over_plain']:.2f}  "
-                f"csm/mle {row['csm_over_mle']:.2f}"
+                f"csm/mle {row['csm_over_mle']:.2f}  "
+                f"nll/mle {row['nll_over_mle']:.2f}"
             )
             rows.append(row)
     return rows

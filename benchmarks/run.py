@@ -126,7 +126,10 @@ NOTES = {
         "derivative). MLE: -log_prob(x).mean() of a GaussianMADE with the same "
         "hidden sizes. context: 0.5 * module.conditioner(x).square().mean(), the "
         "AR-CSM's context network alone (MADE + context-to-bias map), the "
-        "share of the CSM step that is not the score head. Targets: CSM / plain "
+        "share of the CSM step that is not the score head. NLL: the "
+        "ARCSMDensity default objective as trained, "
+        "sampled_negative_log_likelihood (one random conditional per row, "
+        "64-cell shifted grid) on the same AR-CSM. Targets: CSM / plain "
         "<= ~3, CSM / MLE <= 5 at D=784."
     ),
     "design": (

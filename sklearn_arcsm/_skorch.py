@@ -14,12 +14,17 @@ from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
 from torch.utils.data import DataLoader
 
-from sklearn_arcsm.objectives import noise_conditional_csm
+from sklearn_arcsm.objectives import (
+    noise_conditional_csm,
+    sampled_negative_log_likelihood,
+)
 
 __all__ = ["CSMNet", "FiniteLossGuard"]
 
 # Quadrature cells of the training likelihood term (randomly shifted grid).
 TRAIN_LIKELIHOOD_CELLS = 64
+# Dimensions per row of the training likelihood term (at most D).
+TRAIN_LIKELIHOOD_DIMS = 1
 
 
 class FiniteLossGuard(Callback):
@@ -178,27 +183,18 @@ class CSMNet(NeuralNet):
         grid and ``min(D, 16)`` distinct dimensions per row: the exact NLL
         up to 16 dimensions, a low-variance estimate beyond.
         """
-        n_rows, n_features = x.shape
         training = self.module_.training
-        n_dims = 1 if training else min(n_features, 16)
-        offset = torch.randint(
-            n_features, (n_rows,), generator=generator, device=x.device
+        return sampled_negative_log_likelihood(
+            self.module_,
+            x,
+            sigma,
+            min(self.n_quadrature, TRAIN_LIKELIHOOD_CELLS)
+            if training
+            else self.n_quadrature,
+            generator,
+            n_dims=TRAIN_LIKELIHOOD_DIMS if training else 16,
+            shifted=training,
         )
-        shift = None
-        n_cells = self.n_quadrature
-        if training:
-            shift = torch.rand(
-                n_rows, generator=generator, dtype=x.dtype, device=x.device
-            )
-            n_cells = min(n_cells, TRAIN_LIKELIHOOD_CELLS)
-        conditioning = self.module_.conditioner(x)  # shared by all dims
-        total = 0.0
-        for k in range(n_dims):
-            dims = (offset + k) % n_features
-            total = total + self.module_.dimension_log_prob(
-                x, dims, sigma, n_cells, shift=shift, conditioning=conditioning
-            )
-        return -n_features / n_dims * total
 
     def get_loss(self, y_pred, y_true=None, X=None, training=False):
         # There is no target: the loss is the batch mean of the CSM values.

@@ -71,3 +71,19 @@ def test_langevin_needs_trained_noise_levels(fitted, moons):
     csm = ARCSMDensity(**{**CHEAP_PARAMS, "objective": "csm+nll", "random_state": 0})
     samples = csm.fit(moons).sample(5, random_state=0, method="langevin", n_steps=3)
     assert samples.shape == (5, 2) and np.all(np.isfinite(samples))
+
+
+def test_sampled_nll_over_every_dimension_is_exact(fitted):
+    from sklearn_arcsm.objectives import sampled_negative_log_likelihood
+
+    est, X = fitted
+    Z = torch.as_tensor((X[:20] - est.mean_) / est.scale_, dtype=torch.float64)
+    module = est._inference_module()
+    sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        value = sampled_negative_log_likelihood(
+            module, Z, sigma, est.n_quadrature, generator, n_dims=3, shifted=False
+        )
+        exact = -module.log_prob(Z, sigma, est.n_quadrature)
+    torch.testing.assert_close(value, exact)
