@@ -128,9 +128,9 @@ NOTES = {
         "AR-CSM's context network alone (MADE + context-to-bias map), the "
         "share of the CSM step that is not the score head. NLL: the "
         "ARCSMDensity default objective as trained, "
-        "sampled_negative_log_likelihood (one random conditional per row, "
-        "64-cell shifted grid) on the same AR-CSM. Targets: CSM / plain "
-        "<= ~3, CSM / MLE <= 5 at D=784."
+        "sampled_negative_log_likelihood (min(4, ceil(D / 8)) random "
+        "conditionals per row, 64-cell shifted grid) on the same AR-CSM. "
+        "Targets: CSM / plain <= ~3, CSM / MLE <= 5 at D=784."
     ),
     "design": (
         "CSM step time of alternative design points, each timed round-robin "

@@ -87,3 +87,35 @@ def test_sampled_nll_over_every_dimension_is_exact(fitted):
         )
         exact = -module.log_prob(Z, sigma, est.n_quadrature)
     torch.testing.assert_close(value, exact)
+
+
+@pytest.mark.parametrize("n_dims", [1, 2])
+def test_sampled_nll_is_unbiased_for_any_number_of_dimensions(fitted, n_dims):
+    from sklearn_arcsm.objectives import sampled_negative_log_likelihood
+
+    est, X = fitted
+    Z = torch.as_tensor((X[:3] - est.mean_) / est.scale_, dtype=torch.float64)
+    module = est._inference_module()
+    sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        draws = sampled_negative_log_likelihood(
+            module, Z.repeat(3000, 1), sigma, est.n_quadrature, generator, n_dims
+        ).view(3000, 3)
+        exact = -module.log_prob(Z, sigma, est.n_quadrature)
+    se = draws.std(0) / np.sqrt(3000)
+    assert torch.all((draws.mean(0) - exact).abs() < 4 * se + 1e-3), (draws, exact)
+
+
+def test_training_uses_more_dimensions_in_high_dimension():
+    from sklearn_arcsm._skorch import train_likelihood_dims
+
+    assert [train_likelihood_dims(d) for d in (1, 8, 9, 16, 17, 32, 784)] == [
+        1,
+        1,
+        2,
+        2,
+        3,
+        4,
+        4,
+    ]
