@@ -25,6 +25,13 @@ def _exact_nll(est, Z):
         return -est.module_.log_prob(Z, sigma, est.n_quadrature)
 
 
+def _float64_problem(est, X, rows):
+    """The fitted module in float64, ``rows`` standardized rows and sigma_L."""
+    Z = torch.as_tensor((X[:rows] - est.mean_) / est.scale_, dtype=torch.float64)
+    sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
+    return est._inference_module(), Z, sigma
+
+
 def test_default_objective_is_maximum_likelihood(fitted):
     est, _ = fitted
     assert est.objective_ == "nll"
@@ -76,16 +83,13 @@ def test_langevin_needs_trained_noise_levels(fitted, moons):
 def test_sampled_nll_over_every_dimension_is_exact(fitted):
     from sklearn_arcsm.objectives import sampled_negative_log_likelihood
 
-    est, X = fitted
-    Z = torch.as_tensor((X[:20] - est.mean_) / est.scale_, dtype=torch.float64)
-    module = est._inference_module()
-    sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
+    module, Z, sigma = _float64_problem(*fitted, rows=20)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         value = sampled_negative_log_likelihood(
-            module, Z, sigma, est.n_quadrature, generator, n_dims=3, shifted=False
+            module, Z, sigma, 64, generator, n_dims=3, shifted=False
         )
-        exact = -module.log_prob(Z, sigma, est.n_quadrature)
+        exact = -module.log_prob(Z, sigma, 64)
     torch.testing.assert_close(value, exact)
 
 
@@ -93,16 +97,13 @@ def test_sampled_nll_over_every_dimension_is_exact(fitted):
 def test_sampled_nll_is_unbiased_for_any_number_of_dimensions(fitted, n_dims):
     from sklearn_arcsm.objectives import sampled_negative_log_likelihood
 
-    est, X = fitted
-    Z = torch.as_tensor((X[:3] - est.mean_) / est.scale_, dtype=torch.float64)
-    module = est._inference_module()
-    sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
+    module, Z, sigma = _float64_problem(*fitted, rows=3)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         draws = sampled_negative_log_likelihood(
-            module, Z.repeat(3000, 1), sigma, est.n_quadrature, generator, n_dims
+            module, Z.repeat(3000, 1), sigma, 64, generator, n_dims
         ).view(3000, 3)
-        exact = -module.log_prob(Z, sigma, est.n_quadrature)
+        exact = -module.log_prob(Z, sigma, 64)
     se = draws.std(0) / np.sqrt(3000)
     assert torch.all((draws.mean(0) - exact).abs() < 4 * se + 1e-3), (draws, exact)
 
