@@ -151,12 +151,12 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         objective="""\
     objective : {"auto", "csm", "nll", "csm+nll"}, default="auto"
         Training objective. ``"nll"``: maximum likelihood, through the exact
-        1-D quadrature of one random conditional per sample (an unbiased
-        estimate of ``-log p(x)`` on a randomly shifted 64-cell grid: about
-        131 score-network evaluations per sample). ``"csm"``: the paper's
-        noise-conditional composite score matching, which fits the data
-        smoothed by the smallest noise level and cannot see the relative
-        mass of separated modes. ``"csm+nll"``: their sum. ``"auto"``:
+        1-D quadrature of ``min(4, ceil(D / 8))`` random conditionals per
+        sample (an unbiased estimate of ``-log p(x)`` on a randomly shifted
+        64-cell grid: about 131 score-network evaluations per conditional).
+        ``"csm"``: the paper's noise-conditional composite score matching,
+        which fits the data smoothed by the smallest noise level and cannot
+        see the relative mass of separated modes. ``"csm+nll"``: their sum. ``"auto"``:
         ``"nll"``, the most accurate in the quality benchmark (two rings:
         KL 0.067 nats, against 0.276 for ``"csm+nll"`` and 0.391 for
         ``"csm"``; banana: 0.036, 0.091, 0.208). Only the CSM objectives

@@ -320,11 +320,11 @@ CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
         Training objective. ``"csm"``: the paper's noise-conditional composite
         score matching, which needs nothing but samples. ``"nll"``: the exact
         negative log-likelihood of the data, through the 1-D quadrature of
-        one random dimension per sample (an unbiased estimate on a randomly
-        shifted 64-cell grid: about 131 score-network evaluations per
-        sample). ``"csm+nll"``: their sum. ``"auto"``: ``"csm"``. Score
-        matching cannot see the relative mass of separated modes; the
-        likelihood term can.
+        ``min(4, ceil(D / 8))`` random conditionals per sample (an unbiased
+        estimate on a randomly shifted 64-cell grid: about 131
+        score-network evaluations per conditional). ``"csm+nll"``: their
+        sum. ``"auto"``: ``"csm"``. Score matching cannot see the relative
+        mass of separated modes; the likelihood term can.
 """,
         noise_levels="""\
     noise_levels : None, float or array-like of float, default=None

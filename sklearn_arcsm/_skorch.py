@@ -75,7 +75,7 @@ class CSMNet(NeuralNet):
         Decreasing noise levels (standardized units).
     objective : {"csm", "nll", "csm+nll"}
         Noise-conditional CSM, the exact quadrature negative log-likelihood
-        (one random dimension per sample), or their sum.
+        (a few random dimensions per sample), or their sum.
     valid_objective : {"csm", "nll", "csm+nll"} or None
         Objective on validation data (early stopping); None: ``objective``.
     n_quadrature : int
