@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/quality/run.py            # full suite (~25 min, 2 CPU cores)
+    python benchmarks/quality/run.py            # full suite (~1.5 h, 2 CPU cores)
     python benchmarks/quality/run.py --quick    # every code path, tiny sizes
     python benchmarks/quality/run.py --targets rings banana --methods arcsm gmm
     python benchmarks/quality/run.py --tune     # also GridSearchCV-tuned ARCSM
