@@ -7,7 +7,7 @@ from sklearn.base import DensityMixin, _fit_context
 from sklearn.utils.validation import check_is_fitted
 
 from sklearn_arcsm._base import BaseCSMEstimator
-from sklearn_arcsm._docstrings import parameters_section
+from sklearn_arcsm._docstrings import attributes_section, parameters_section
 
 __all__ = ["ARCSMDensity"]
 
@@ -28,34 +28,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     the units of ``X``.
 
     {parameters}
-    Attributes
-    ----------
-    n_features_in_ : int
-        Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features, if ``X`` had string column names.
-    module_ : sklearn_arcsm.nn.ARCSM
-        The trained torch module (standardized units, float32).
-    net_ : skorch.NeuralNet
-        The private skorch net (its ``history`` has per-epoch details).
-    loss_curve_ : list of float
-        Training loss per epoch (the objective's per-sample mean).
-    validation_loss_curve_ : list of float or None
-        Validation negative log-likelihood per epoch, in nats per sample in
-        standardized units (None without early stopping).
-    n_iter_ : int
-        Number of epochs run (in total, across warm starts).
-    mean_, scale_ : ndarray of shape (`n_features_in_`,)
-        Standardization.
-    noise_levels_ : ndarray of shape (n_levels,)
-        Noise levels used.
-    objective_ : str
-        Resolved training objective.
-    hidden_layer_sizes_ : tuple of int
-        Resolved hidden widths of the context network.
-    device_ : str
-        Resolved device.
-
+    {attributes}
     See Also
     --------
     sklearn.neighbors.KernelDensity : Kernel density estimation.
@@ -185,6 +158,24 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         Hold out ``validation_fraction`` of the data, stop when its negative
         log-likelihood has not improved by ``tol`` for ``n_iter_no_change``
         epochs, and keep the best weights.
+""",
+    ),
+)
+ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
+    "{attributes}",
+    attributes_section(
+        validation_loss_curve_="""\
+    validation_loss_curve_ : list of float or None
+        Validation negative log-likelihood per epoch, in nats per sample in
+        standardized units (None without early stopping).
+""",
+        n_iter_="""\
+    n_iter_ : int
+        Number of epochs run (in total, across warm starts).
+""",
+        mean_="""\
+    mean_, scale_ : ndarray of shape (`n_features_in_`,)
+        Standardization.
 """,
     ),
 )

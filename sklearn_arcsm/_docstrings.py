@@ -1,13 +1,20 @@
-"""Parameter documentation shared by the AR-CSM estimators.
+"""Parameter and attribute documentation shared by the AR-CSM estimators.
 
-Both estimators take the same constructor parameters; their docstrings are
-built from one table here, with per-estimator text only where the meaning
-differs.
+Both estimators take the same constructor parameters and set the same fitted
+attributes; their docstrings are built from the tables here, with
+per-estimator text only where the meaning differs.
 """
 
 from __future__ import annotations
 
-__all__ = ["PARAMETER_ORDER", "SHARED_PARAMETERS", "parameters_section"]
+__all__ = [
+    "ATTRIBUTE_ORDER",
+    "PARAMETER_ORDER",
+    "SHARED_ATTRIBUTES",
+    "SHARED_PARAMETERS",
+    "attributes_section",
+    "parameters_section",
+]
 
 PARAMETER_ORDER = (
     "backbone",
@@ -108,6 +115,69 @@ SHARED_PARAMETERS = {
 }
 
 
+ATTRIBUTE_ORDER = (
+    "n_features_in_",
+    "feature_names_in_",
+    "module_",
+    "net_",
+    "loss_curve_",
+    "validation_loss_curve_",
+    "n_iter_",
+    "mean_",  # documented together with scale_
+    "noise_levels_",
+    "objective_",
+    "hidden_layer_sizes_",
+    "device_",
+)
+
+SHARED_ATTRIBUTES = {
+    "n_features_in_": """\
+    n_features_in_ : int
+        Number of features seen during fit.
+""",
+    "feature_names_in_": """\
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features, if ``X`` had string column names.
+""",
+    "module_": """\
+    module_ : sklearn_arcsm.nn.ARCSM
+        The trained torch module (standardized units, float32).
+""",
+    "net_": """\
+    net_ : skorch.NeuralNet
+        The private skorch net (its ``history`` has per-epoch details).
+""",
+    "loss_curve_": """\
+    loss_curve_ : list of float
+        Training loss per epoch (the objective's per-sample mean).
+""",
+    "noise_levels_": """\
+    noise_levels_ : ndarray of shape (n_levels,)
+        Noise levels used.
+""",
+    "objective_": """\
+    objective_ : str
+        Resolved training objective.
+""",
+    "hidden_layer_sizes_": """\
+    hidden_layer_sizes_ : tuple of int
+        Resolved hidden widths of the context network.
+""",
+    "device_": """\
+    device_ : str
+        Resolved device.
+""",
+}
+
+
+def _section(title, order, shared, specific):
+    missing = set(order) - set(shared) - set(specific)
+    if missing:
+        raise ValueError(f"no documentation for {title.lower()} {sorted(missing)}")
+    body = "".join(specific.get(name, shared.get(name)) for name in order)
+    return f"{title}\n    {'-' * len(title)}\n" + body
+
+
 def parameters_section(**specific: str) -> str:
     """The numpydoc ``Parameters`` section, with estimator-specific entries.
 
@@ -121,11 +191,20 @@ def parameters_section(**specific: str) -> str:
     -------
     section : str
     """
-    missing = set(PARAMETER_ORDER) - set(SHARED_PARAMETERS) - set(specific)
-    if missing:
-        raise ValueError(f"no documentation for parameters {sorted(missing)}")
-    body = "".join(
-        specific[name] if name in specific else SHARED_PARAMETERS[name]
-        for name in PARAMETER_ORDER
-    )
-    return "Parameters\n    ----------\n" + body
+    return _section("Parameters", PARAMETER_ORDER, SHARED_PARAMETERS, specific)
+
+
+def attributes_section(**specific: str) -> str:
+    """The numpydoc ``Attributes`` section, with estimator-specific entries.
+
+    Parameters
+    ----------
+    **specific : str
+        Full entries for the attributes whose meaning differs per estimator,
+        keyed as in ``ATTRIBUTE_ORDER``.
+
+    Returns
+    -------
+    section : str
+    """
+    return _section("Attributes", ATTRIBUTE_ORDER, SHARED_ATTRIBUTES, specific)

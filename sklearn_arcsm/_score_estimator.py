@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from sklearn_arcsm import objectives
 from sklearn_arcsm._base import BaseCSMEstimator
-from sklearn_arcsm._docstrings import parameters_section
+from sklearn_arcsm._docstrings import attributes_section, parameters_section
 
 __all__ = ["CSMScoreEstimator"]
 
@@ -35,31 +35,7 @@ class CSMScoreEstimator(BaseCSMEstimator):
     units), evaluated with clean inputs.
 
     {parameters}
-    Attributes
-    ----------
-    n_features_in_ : int
-        Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features, if ``X`` had string column names.
-    module_ : sklearn_arcsm.nn.ARCSM
-        The trained torch module (standardized units, float32).
-    net_ : skorch.NeuralNet
-        The private skorch net (its ``history`` has per-epoch details).
-    loss_curve_ : list of float
-        Training loss per epoch (standardized units).
-    validation_loss_curve_ : list of float or None
-        Validation loss per epoch (None without early stopping).
-    n_iter_ : int
-        Number of epochs run (in total, across partial fits and warm starts).
-    mean_, scale_ : ndarray of shape (`n_features_in_`,)
-        Standardization, fixed by the first fit.
-    noise_levels_ : ndarray of shape (n_levels,)
-        Noise levels used.
-    hidden_layer_sizes_ : tuple of int
-        Resolved hidden widths of the context network.
-    device_ : str
-        Resolved device.
-
+    {attributes}
     See Also
     --------
     ARCSMDensity : The same model, exposed as a normalized density.
@@ -348,6 +324,23 @@ CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
         objective has not improved by ``tol`` for ``n_iter_no_change`` epochs,
         and keep the best weights. In :meth:`partial_fit` (one epoch per call)
         the held-out part only feeds ``validation_loss_curve_``.
+""",
+    ),
+)
+CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
+    "{attributes}",
+    attributes_section(
+        validation_loss_curve_="""\
+    validation_loss_curve_ : list of float or None
+        Validation loss per epoch (None without early stopping).
+""",
+        n_iter_="""\
+    n_iter_ : int
+        Number of epochs run (in total, across partial fits and warm starts).
+""",
+        mean_="""\
+    mean_, scale_ : ndarray of shape (`n_features_in_`,)
+        Standardization, fixed by the first fit.
 """,
     ),
 )

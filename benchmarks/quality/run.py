@@ -158,6 +158,19 @@ def _environment() -> str:
     )
 
 
+def results_dir(output_dir, quick: bool, prefix: str) -> Path:
+    """Where a run writes: ``output_dir``, else a new temporary folder in
+    quick mode, else ``results/`` next to this file (created if needed)."""
+    if output_dir:
+        out = Path(output_dir)
+    elif quick:
+        out = Path(tempfile.mkdtemp(prefix=prefix))
+    else:
+        out = HERE / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -179,13 +192,7 @@ def main(argv=None):
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    if args.output_dir:
-        out = Path(args.output_dir)
-    elif args.quick:
-        out = Path(tempfile.mkdtemp(prefix="arcsm-quality-"))
-    else:
-        out = HERE / "results"
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_dir(args.output_dir, args.quick, prefix="arcsm-quality-")
     n_train = n_test = 500 if args.quick else 5000
     methods = dict((m, METHODS[m]) for m in args.methods)
     if args.tune:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -40,13 +39,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from run import results_dir  # noqa: E402
 from targets import make_targets  # noqa: E402
 
 from sklearn_arcsm import quadrature  # noqa: E402
 from sklearn_arcsm.nn import ARCSM  # noqa: E402
 from sklearn_arcsm.objectives import noise_conditional_csm  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
 DEFAULT_LEVELS = tuple(np.geomspace(1.0, 0.1, 4))
 VARIANTS = {
     "csm": {"levels": (0.1,), "csm": 1.0, "nll": 0.0},
@@ -282,13 +281,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--output-dir", default=None)
     args = parser.parse_args(argv)
-    if args.output_dir:
-        out = Path(args.output_dir)
-    elif args.quick:
-        out = Path(tempfile.mkdtemp(prefix="arcsm-study-"))
-    else:
-        out = HERE / "results"
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_dir(args.output_dir, args.quick, prefix="arcsm-study-")
     run(2 if args.quick else args.epochs, args.quick, out)
     print(f"wrote {out}")
 

@@ -201,12 +201,12 @@ class ARCSM(nn.Module):
             per-dimension window, which assumes ``u`` ends with the
             dimension axis.
         """
-        bias = self.unpack(conditioning)[0]
-        v, log_scale = self.to_window(conditioning, u)
-        scores = self.window_scores(bias, v, sigma, lower, upper)
-        if self.affine is None:
-            return scores
-        return scores * torch.exp(-log_scale)
+        bias, location, log_scale = self.unpack(conditioning)
+        if location is None:
+            return self.window_scores(bias, u, sigma, lower, upper)
+        inverse_scale = torch.exp(-log_scale)  # d v / d u
+        v = (u - location) * inverse_scale
+        return self.window_scores(bias, v, sigma, lower, upper) * inverse_scale
 
     def window_scores(
         self,
