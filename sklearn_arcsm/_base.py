@@ -23,7 +23,9 @@ from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from skorch.utils import noop
 
-from sklearn_arcsm._skorch import CSMNet, FiniteLossGuard
+from sklearn_arcsm import quadrature
+from sklearn_arcsm._skorch import TRAIN_LIKELIHOOD_CELLS, CSMNet, FiniteLossGuard
+from sklearn_arcsm.adaptive import AdaptiveRule
 from sklearn_arcsm.callbacks import EstimatorCheckpoint
 from sklearn_arcsm.nn import ARCSM
 from sklearn_arcsm.sampling import annealed_langevin_sample, inverse_cdf_sample
@@ -38,10 +40,22 @@ TAIL_SCALE = 1.0
 # Format 2 added the module's affine layer: format-1 modules load without it
 # (ARCSM.__setstate__) and give the densities they gave when saved, while
 # older versions of the package refuse format 2 instead of ignoring it.
-PERSISTENCE_FORMAT = 2
-# Upper bound on the elements of one (rows, D, grid, K) quadrature tensor,
-# which bounds memory in score_samples whatever the number of rows.
-QUADRATURE_BUDGET = 2**23
+# Format 3 added the fitted quadrature rule `quadrature_`; older fits load
+# with the Simpson rule of their `n_quadrature` cells, as they were scored.
+PERSISTENCE_FORMAT = 3
+# Rows per chunk at inference are chosen so that one (rows, D, nodes, K)
+# head tensor at the 129 nodes of the adaptive rule's second level holds
+# about this many elements (8 MiB of float32): small enough to stay in
+# cache, which measured 3 to 5 times faster than 2**23-element chunks.
+QUADRATURE_BUDGET = 2**21
+# Tolerance of the adaptive rule (n_quadrature="auto"): a conditional is
+# accepted at a level once its log-density at the previous level's nodes
+# moved by at most this much. The accepted, finer level is then far more
+# accurate: on fitted digits (64-D) and two-moons models the per-row error
+# against a 2049-node reference was at most 6e-6 and 5e-7 nats.
+QUADRATURE_TOL = 1e-4
+# Order of the Chebyshev panels of a fixed rule (integer n_quadrature).
+QUADRATURE_ORDER = 8
 
 
 def _package_version() -> str:
@@ -113,7 +127,10 @@ class BaseCSMEstimator(BaseEstimator):
         "n_frequencies": [Interval(Integral, 0, None, closed="left")],
         "objective": [StrOptions({"auto", "csm", "nll", "csm+nll"})],
         "noise_levels": [None, "array-like", Interval(Real, 0, None, closed="neither")],
-        "n_quadrature": [Interval(Integral, 4, None, closed="left")],
+        "n_quadrature": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -139,7 +156,7 @@ class BaseCSMEstimator(BaseEstimator):
         n_frequencies=6,
         objective="auto",
         noise_levels=None,
-        n_quadrature=256,
+        n_quadrature="auto",
         max_epochs=300,
         batch_size=256,
         lr=1e-3,
@@ -195,6 +212,18 @@ class BaseCSMEstimator(BaseEstimator):
                 f"({torch.__version__}); use device='cpu' or device='auto'."
             )
         return device
+
+    def _resolve_quadrature(self) -> quadrature.PanelRule | AdaptiveRule:
+        if self.n_quadrature == "auto":
+            return AdaptiveRule(tol=QUADRATURE_TOL)
+        return quadrature.chebyshev(int(self.n_quadrature), QUADRATURE_ORDER)
+
+    def _train_cells(self) -> int:
+        # A fixed rule of n Chebyshev panels of order 8 has as many nodes as
+        # 4 n Simpson cells: the training term gets no more than that.
+        if self.n_quadrature == "auto":
+            return TRAIN_LIKELIHOOD_CELLS
+        return min(TRAIN_LIKELIHOOD_CELLS, 4 * int(self.n_quadrature))
 
     def _resolve_objective(self) -> str:
         return self._default_objective if self.objective == "auto" else self.objective
@@ -301,7 +330,8 @@ class BaseCSMEstimator(BaseEstimator):
             # anneal by repeated warm-started fits).
             net.noise_levels = torch.as_tensor(levels, dtype=torch.float32)
             net.objective = self._resolve_objective()
-            net.n_quadrature = self.n_quadrature
+            net.quadrature = self._resolve_quadrature()
+            net.train_cells = self._train_cells()
             if net.lr != self.lr:
                 net.set_params(lr=self.lr)  # skorch updates the param groups
             net.callbacks = self._make_callbacks()
@@ -321,6 +351,7 @@ class BaseCSMEstimator(BaseEstimator):
             noise_levels_=levels,
             device_=device,
             objective_=self._resolve_objective(),
+            quadrature_=self._resolve_quadrature(),
         )
         checkpoints = [
             cb for _, cb in net.callbacks_ if isinstance(cb, EstimatorCheckpoint)
@@ -352,6 +383,7 @@ class BaseCSMEstimator(BaseEstimator):
         self.hidden_layer_sizes_ = self._module_hidden_sizes(net)
         self.net_ = net
         self.module_ = net.module_
+        self._build_inference_cache()
         epochs_done = [row for row in net.history if "train_loss" in row]
         self.loss_curve_ = [row["train_loss"] for row in epochs_done]
         self.validation_loss_curve_ = (
@@ -371,6 +403,7 @@ class BaseCSMEstimator(BaseEstimator):
         return snapshot
 
     def _clear_fitted_attributes(self) -> None:
+        self.__dict__.pop("_inference_cache", None)
         # Everything check_is_fitted looks at: public names ending in "_".
         for name in list(vars(self)):
             if name.endswith("_") and not name.startswith("_"):
@@ -421,7 +454,8 @@ class BaseCSMEstimator(BaseEstimator):
             noise_levels=torch.as_tensor(levels, dtype=torch.float32),
             objective=self._resolve_objective(),
             valid_objective=self._validation_objective,
-            n_quadrature=self.n_quadrature,
+            quadrature=self._resolve_quadrature(),
+            train_cells=self._train_cells(),
             train_seed=seeds["train"],
             valid_seed=seeds["valid"],
             shuffle_seed=seeds["shuffle"],
@@ -471,16 +505,46 @@ class BaseCSMEstimator(BaseEstimator):
     # ------------------------------------------------------------------
     # Inference helpers
     # ------------------------------------------------------------------
-    def _inference_module(self) -> ARCSM:
-        """A float64 copy of the trained module, in eval mode.
+    def _inference_modules(self) -> tuple[ARCSM, torch.nn.Module]:
+        """The fitted module for inference: a float64 copy and a float32 head.
 
-        Inference runs in float64 so that results do not depend on how rows
-        are batched (scikit-learn checks this at 1e-7).
+        The context network, the affine layer and all quadrature arithmetic
+        run in float64, so that results do not depend on how rows are
+        batched (scikit-learn checks this at 1e-7); the score head, which
+        holds nearly all of the work, runs in float32 (row by row the same
+        in any batch; 7e-6 nats per row at most on fitted digits models).
+        Built when the model is committed or loaded, not pickled.
         """
+        cache = getattr(self, "_inference_cache", None)
+        if cache is None or cache[0] != self._module_key():
+            # The module was replaced or changed in place since it was
+            # committed: build afresh (inference must not change __dict__).
+            cache = self._build_inference_cache(store=False)
+        return cache[1], cache[2]
+
+    def _module_key(self) -> tuple:
+        # Every in-place change of a tensor bumps its version counter.
+        return (id(self.module_),) + tuple(
+            t._version for t in self.module_.state_dict(keep_vars=True).values()
+        )
+
+    def _build_inference_cache(self, store: bool = True):
         module = copy.deepcopy(self.module_).to(
             device=self.device_, dtype=torch.float64
         )
-        return module.eval()
+        module.eval().requires_grad_(False)
+        head = copy.deepcopy(self.module_.head).to(
+            device=self.device_, dtype=torch.float32
+        )
+        head.eval().requires_grad_(False)
+        cache = (self._module_key(), module, head)
+        if store:
+            self._inference_cache = cache
+        return cache
+
+    def _inference_module(self) -> ARCSM:
+        """A float64 copy of the trained module, in eval mode (cached)."""
+        return self._inference_modules()[0]
 
     def _standardize(self, X) -> torch.Tensor:
         X = validate_data(self, X, reset=False, dtype=np.float64)
@@ -488,21 +552,20 @@ class BaseCSMEstimator(BaseEstimator):
         return torch.as_tensor(Z, dtype=torch.float64, device=self.device_)
 
     def _rows_per_chunk(self) -> int:
-        n_features = self.n_features_in_
         width = self.module_.head.input_layer.out_features
-        per_row = n_features * (2 * self.n_quadrature + 1) * width
+        per_row = self.n_features_in_ * 129 * width
         return max(1, QUADRATURE_BUDGET // per_row)
 
     def _log_density_standardized(self, Z: torch.Tensor) -> np.ndarray:
         """Per-sample log-density in standardized units, float64, chunked."""
-        module = self._inference_module()
+        module, head = self._inference_modules()
         sigma = torch.tensor(
             self.noise_levels_[-1], dtype=torch.float64, device=Z.device
         )
         chunk = self._rows_per_chunk()
         with torch.no_grad():
             parts = [
-                module.log_prob(Z[i : i + chunk], sigma, self.n_quadrature)
+                module.log_prob(Z[i : i + chunk], sigma, self.quadrature_, head=head)
                 for i in range(0, Z.shape[0], chunk)
             ]
         return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
@@ -569,13 +632,13 @@ class BaseCSMEstimator(BaseEstimator):
             return np.zeros((0, self.n_features_in_))
         seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
         generator = torch.Generator(device=self.device_).manual_seed(seed)
-        module = self._inference_module()
+        module, head = self._inference_modules()
         levels = torch.as_tensor(
             self.noise_levels_, dtype=torch.float64, device=self.device_
         )
         if method == "inverse_cdf":
             Z = inverse_cdf_sample(
-                module, n_samples, levels[-1], self.n_quadrature, generator
+                module, n_samples, levels[-1], self.quadrature_, generator, head
             )
         else:
             Z = annealed_langevin_sample(
@@ -591,6 +654,7 @@ class BaseCSMEstimator(BaseEstimator):
     def __getstate__(self):
         # A copy: scikit-learn returns the live __dict__ for non-sklearn classes.
         state = dict(super().__getstate__())
+        state.pop("_inference_cache", None)  # rebuilt on demand
         if hasattr(self, "net_"):
             state["_arcsm_format"] = PERSISTENCE_FORMAT
         return state
@@ -605,7 +669,15 @@ class BaseCSMEstimator(BaseEstimator):
                 f"({_package_version()}) reads formats up to {PERSISTENCE_FORMAT}. "
                 "Upgrade sklearn_arcsm to load it, or refit."
             )
+        if saved < 3 and "net_" in state:
+            # Older fits were scored with the Simpson rule of n_quadrature
+            # cells: keep scoring them exactly so.
+            cells = state.get("n_quadrature")
+            cells = cells if isinstance(cells, Integral) else 256  # the old default
+            state["quadrature_"] = quadrature.simpson(int(cells))
         super().__setstate__(state)
+        if "module_" in state:
+            self._build_inference_cache()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

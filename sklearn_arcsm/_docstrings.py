@@ -126,6 +126,7 @@ ATTRIBUTE_ORDER = (
     "mean_",  # documented together with scale_
     "noise_levels_",
     "objective_",
+    "quadrature_",
     "hidden_layer_sizes_",
     "device_",
 )
@@ -158,6 +159,12 @@ SHARED_ATTRIBUTES = {
     "objective_": """\
     objective_ : str
         Resolved training objective.
+""",
+    "quadrature_": """\
+    quadrature_ : AdaptiveRule or PanelRule
+        The quadrature rule that ``score_samples`` and ``sample`` use,
+        resolved from ``n_quadrature`` at fit time (later changes of
+        ``n_quadrature`` apply at the next fit).
 """,
     "hidden_layer_sizes_": """\
     hidden_layer_sizes_ : tuple of int

@@ -78,8 +78,12 @@ class CSMNet(NeuralNet):
         (a few random dimensions per sample), or their sum.
     valid_objective : {"csm", "nll", "csm+nll"} or None
         Objective on validation data (early stopping); None: ``objective``.
-    n_quadrature : int
-        Quadrature cells for the likelihood term.
+    quadrature : PanelRule or AdaptiveRule
+        Quadrature rule of the validation likelihood (the estimator's
+        ``quadrature_``).
+    train_cells : int
+        Simpson cells of the training likelihood term (on a randomly shifted
+        grid).
     train_seed, valid_seed : int
         Seeds of the generators for training and validation noise draws.
     """
@@ -92,7 +96,8 @@ class CSMNet(NeuralNet):
         noise_levels,
         objective="csm",
         valid_objective=None,
-        n_quadrature=256,
+        quadrature=None,
+        train_cells=TRAIN_LIKELIHOOD_CELLS,
         train_seed=0,
         valid_seed=1,
         shuffle_seed=2,
@@ -102,7 +107,8 @@ class CSMNet(NeuralNet):
         self.noise_levels = noise_levels
         self.objective = objective
         self.valid_objective = valid_objective
-        self.n_quadrature = n_quadrature
+        self.quadrature = quadrature
+        self.train_cells = train_cells
         self.train_seed = train_seed
         self.valid_seed = valid_seed
         self.shuffle_seed = shuffle_seed
@@ -191,17 +197,16 @@ class CSMNet(NeuralNet):
         features, at most 4) on a coarse grid (``TRAIN_LIKELIHOOD_CELLS``)
         randomly shifted per row: a quarter of the cost of the inference
         grid, and no fixed points to exploit. Validation uses the inference
-        grid and ``min(D, 16)`` distinct dimensions per row: the exact NLL
-        up to 16 dimensions, a low-variance estimate beyond.
+        rule (``quadrature``, adaptive by default) and ``min(D, 16)``
+        distinct dimensions per row: the exact NLL up to 16 dimensions, a
+        low-variance estimate beyond.
         """
         training = self.module_.training
         return sampled_negative_log_likelihood(
             self.module_,
             x,
             sigma,
-            min(self.n_quadrature, TRAIN_LIKELIHOOD_CELLS)
-            if training
-            else self.n_quadrature,
+            self.train_cells if training else self.quadrature,
             generator,
             n_dims=train_likelihood_dims(x.shape[1]) if training else 16,
             shifted=training,
@@ -213,10 +218,12 @@ class CSMNet(NeuralNet):
 
     def validation_step(self, batch, **fit_params):
         # The stock step runs under no_grad, but CSM needs ds/dx; enable
-        # grad for the input derivative and detach what is returned.
+        # grad for the input derivative (only then: the likelihood alone
+        # runs faster without a graph) and detach what is returned.
         self._set_training(False)
         Xi, _ = unpack_data(batch)
-        with torch.enable_grad():
+        objective = self.valid_objective or self.objective
+        with torch.set_grad_enabled("csm" in objective):
             y_pred = self.infer(Xi, **fit_params)
         return {"loss": y_pred.mean().detach(), "y_pred": y_pred.detach()}
 

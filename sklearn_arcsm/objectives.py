@@ -53,6 +53,8 @@ from collections.abc import Callable
 
 import torch
 
+from sklearn_arcsm.quadrature import PanelRule
+
 __all__ = [
     "composite_score_matching",
     "denoising_score_matching",
@@ -166,7 +168,7 @@ def sampled_negative_log_likelihood(
     model: torch.nn.Module,
     x: torch.Tensor,
     sigma: torch.Tensor,
-    n_cells: int,
+    rule: PanelRule | int,
     generator: torch.Generator | None = None,
     n_dims: int = 1,
     shifted: bool = True,
@@ -187,8 +189,9 @@ def sampled_negative_log_likelihood(
         Data (standardized units), scored as they are: no noise is added.
     sigma : torch.Tensor
         The model's noise-level input (its smallest level).
-    n_cells : int
-        Quadrature cells over each window.
+    rule : sklearn_arcsm.quadrature.PanelRule or int
+        Quadrature rule over each window (an integer: that many Simpson
+        cells).
     generator : torch.Generator, optional
         Source of the random dimensions and grid shifts.
     n_dims : int, default=1
@@ -213,7 +216,7 @@ def sampled_negative_log_likelihood(
     for k in range(n_dims):
         dims = (offset + k) % n_features
         total = total + model.dimension_log_prob(
-            x, dims, sigma, n_cells, shift=shift, conditioning=conditioning
+            x, dims, sigma, rule, shift=shift, conditioning=conditioning
         )
     return -n_features / n_dims * total
 

@@ -12,6 +12,7 @@ import math
 import torch
 
 from sklearn_arcsm import quadrature
+from sklearn_arcsm.adaptive import AdaptiveRule
 
 __all__ = ["annealed_langevin_sample", "inverse_cdf_sample"]
 
@@ -21,8 +22,9 @@ def inverse_cdf_sample(
     model: torch.nn.Module,
     n_samples: int,
     sigma: torch.Tensor,
-    n_cells: int,
+    rule: quadrature.PanelRule | AdaptiveRule | int,
     generator: torch.Generator | None = None,
+    head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """Exact inverse-CDF sampling on the quadrature grid (MATH.md section 7).
 
@@ -34,9 +36,13 @@ def inverse_cdf_sample(
         Number of samples.
     sigma : torch.Tensor
         Noise level whose density is sampled (the model's smallest).
-    n_cells : int
-        Quadrature cells per dimension.
+    rule : PanelRule, AdaptiveRule or int
+        Quadrature rule per dimension (an integer: that many Simpson cells);
+        an adaptive rule refines each conditional of each sample.
     generator : torch.Generator, optional
+    head : torch.nn.Module, optional
+        Evaluates the scores (default: the model's own head), for instance a
+        float32 copy; the CDF arithmetic runs in the model's dtype.
 
     Returns
     -------
@@ -52,20 +58,27 @@ def inverse_cdf_sample(
     # Keep u away from 0 and 1, where the tail inversion would return +-inf.
     eps = torch.finfo(dtype).eps
     uniform = uniform.clamp(eps, 1.0 - eps)
-    grid = model.grid(n_cells).to(dtype)
+    if not isinstance(rule, AdaptiveRule):
+        rule = quadrature.as_rule(rule)
     lower, upper = model.lower.to(dtype), model.upper.to(dtype)
     for d in range(n_features):
         conditioning = model.conditioner(x)[:, d]
-        bias = model.unpack(conditioning)[0]
-        scores = model.head(bias[:, None, :], grid[d][None], sigma)
+        lo, hi = lower[d].expand(n_samples), upper[d].expand(n_samples)
+        score_fn = model.score_function(conditioning, sigma, head)
+        u = uniform[:, d]
         # The quadrature lives in the conditional's window coordinates.
-        v = quadrature.inverse_cdf(
-            uniform[:, d],
-            scores,
-            lower[d].expand(n_samples),
-            upper[d].expand(n_samples),
-            model.tail_scale,
-        )
+        if isinstance(rule, AdaptiveRule):
+
+            def finish(level, index, scores, u=u, lo=lo, hi=hi):
+                return level.inverse_cdf(
+                    u[index], scores, lo[index], hi[index], model.tail_scale
+                )
+
+            v = rule.evaluate(score_fn, lo, hi, model.tail_scale, finish)
+        else:
+            index = torch.arange(n_samples, device=device)
+            scores = score_fn(index, rule.points(lo, hi)).to(dtype)
+            v = rule.inverse_cdf(u, scores, lo, hi, model.tail_scale)
         x[:, d] = model.from_window(conditioning, v)
     return x
 

@@ -10,7 +10,7 @@ CHEAP_PARAMS = dict(
     hidden_layer_sizes=(8,),
     context_size=2,
     head_layer_sizes=(8,),
-    n_quadrature=16,
+    n_quadrature=4,
     batch_size=32,
 )
 

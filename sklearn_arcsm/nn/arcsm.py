@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from sklearn_arcsm import quadrature
+from sklearn_arcsm.adaptive import AdaptiveRule
 from sklearn_arcsm.nn.conv import PixelCNN
 from sklearn_arcsm.nn.made import MADE
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
@@ -235,50 +236,128 @@ class ARCSM(nn.Module):
         """Conditional scores ``(batch, D)`` at ``x`` and noise level ``sigma``."""
         return self.conditional_scores(self.conditioner(x), x, sigma)
 
-    def grid(self, n_cells: int) -> torch.Tensor:
-        """Quadrature points ``(D, 2 n_cells + 1)`` spanning each dimension's window."""
-        return quadrature.grid_points(self.lower, self.upper, n_cells)
+    def grid(self, rule: quadrature.PanelRule | int) -> torch.Tensor:
+        """Quadrature nodes ``(D, n_points)`` spanning each dimension's window.
+
+        ``rule`` is a :class:`~sklearn_arcsm.quadrature.PanelRule`; an
+        integer means that many Simpson cells.
+        """
+        return quadrature.as_rule(rule).points(self.lower, self.upper)
 
     def grid_scores(
-        self, conditioning: torch.Tensor, sigma: torch.Tensor, n_cells: int
+        self,
+        conditioning: torch.Tensor,
+        sigma: torch.Tensor,
+        rule: quadrature.PanelRule | int,
     ) -> torch.Tensor:
-        """Window-coordinate scores on the grid: ``(batch, D, 2 n_cells + 1)``.
+        """Window-coordinate scores at the nodes: ``(batch, D, n_points)``.
 
         ``conditioning`` is ``(batch, D, C)`` from :meth:`conditioner`. The
         head's input layer sees the grid without a batch axis, so its
         features are computed once and broadcast over the batch.
         """
         bias = self.unpack(conditioning)[0]
-        grid = self.grid(n_cells).to(bias.dtype)
+        grid = self.grid(rule).to(bias.dtype)
         return self.head(bias[:, :, None, :], grid[None], sigma)
 
     def log_prob(
-        self, x: torch.Tensor, sigma: torch.Tensor, n_cells: int
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        rule: quadrature.PanelRule | AdaptiveRule | int,
+        head: nn.Module | None = None,
     ) -> torch.Tensor:
         """Exact normalized log-density ``(batch,)`` up to quadrature error.
 
         ``log p(x) = sum_d [E_d(x_d) - log Z_d(x_<d)]`` (MATH.md section 4),
-        with each 1-D integral done by :mod:`sklearn_arcsm.quadrature`.
+        with each 1-D integral done by ``rule``: a fixed
+        :class:`~sklearn_arcsm.quadrature.PanelRule` (an integer: that many
+        Simpson cells) or an :class:`~sklearn_arcsm.adaptive.AdaptiveRule`
+        that refines each conditional to its tolerance. ``head`` (default:
+        the module's own) evaluates the scores, for instance a float32 copy
+        for fast inference; the quadrature runs in the dtype of ``x``.
         """
-        return self.conditional_log_prob(x, sigma, n_cells).sum(dim=-1)
+        return self.conditional_log_prob(x, sigma, rule, head).sum(dim=-1)
 
     def conditional_log_prob(
-        self, x: torch.Tensor, sigma: torch.Tensor, n_cells: int
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        rule: quadrature.PanelRule | AdaptiveRule | int,
+        head: nn.Module | None = None,
+        stats: dict | None = None,
     ) -> torch.Tensor:
-        """Per-dimension terms ``log p(x_d | x_<d)``: shape ``(batch, D)``."""
+        """Per-dimension terms ``log p(x_d | x_<d)``: shape ``(batch, D)``.
+
+        ``stats`` (adaptive rules only) receives the refinement counts of
+        :meth:`~sklearn_arcsm.adaptive.AdaptiveRule.evaluate`.
+        """
         conditioning = self.conditioner(x)
-        scores = self.grid_scores(conditioning, sigma, n_cells)
         v, log_scale = self.to_window(conditioning, x)
         lower, upper = self.lower.to(x.dtype), self.upper.to(x.dtype)
-        log_p = quadrature.log_density(v, scores, lower, upper, self.tail_scale)
+        if isinstance(rule, AdaptiveRule):
+            n_rows, n_features = x.shape
+            dims = torch.arange(n_features, device=x.device).repeat(n_rows)
+            score_fn = self.score_function(conditioning.flatten(0, 1), sigma, head)
+            v_flat, lo, hi = v.reshape(-1), lower[dims], upper[dims]
+
+            def finish(level, index, scores):
+                return level.log_density(
+                    v_flat[index], scores, lo[index], hi[index], self.tail_scale
+                )
+
+            log_p = rule.evaluate(score_fn, lo, hi, self.tail_scale, finish, stats)
+            log_p = log_p.view(n_rows, n_features)
+        else:
+            rule = quadrature.as_rule(rule)
+            bias = self.unpack(conditioning)[0]
+            grid = self.grid(rule).to(bias.dtype)
+            head = self.head if head is None else head
+            scores = _head_scores(head, bias[:, :, None, :], grid[None], sigma)
+            log_p = rule.log_density(
+                v, scores.to(x.dtype), lower, upper, self.tail_scale
+            )
         return log_p - log_scale  # Jacobian of v = (x - m) / a
+
+    def score_function(
+        self,
+        conditioning: torch.Tensor,
+        sigma: torch.Tensor,
+        head: nn.Module | None = None,
+    ):
+        """The ``score_fn(index, points)`` that an adaptive rule refines with.
+
+        Parameters
+        ----------
+        conditioning : torch.Tensor of shape (N, C)
+            One conditioning per conditional (from :meth:`conditioner`).
+        sigma : torch.Tensor
+        head : nn.Module, optional
+            Evaluates the scores (default: the module's own); its dtype is
+            the dtype of the evaluation.
+
+        Returns
+        -------
+        score_fn : callable
+            Maps ``index`` of shape ``(n,)`` and window points ``(n, G)`` to
+            scores ``(n, G)`` in the head's dtype.
+        """
+        head = self.head if head is None else head
+        dtype = head.input_layer.weight.dtype
+        bias = self.unpack(conditioning)[0].to(dtype)
+        sigma = torch.as_tensor(sigma).to(dtype)
+
+        def score_fn(index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+            return _head_scores(head, bias[index][:, None, :], points.to(dtype), sigma)
+
+        return score_fn
 
     def dimension_log_prob(
         self,
         x: torch.Tensor,
         dims: torch.Tensor,
         sigma: torch.Tensor,
-        n_cells: int,
+        rule: quadrature.PanelRule | int,
         shift: torch.Tensor | None = None,
         conditioning: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -294,11 +373,13 @@ class ARCSM(nn.Module):
         dims : torch.LongTensor of shape (batch,)
         sigma : torch.Tensor
             Noise level of the density.
-        n_cells : int
-            Quadrature cells over the window.
+        rule : PanelRule, AdaptiveRule or int
+            Quadrature rule over the window (an integer: that many Simpson
+            cells); an adaptive rule evaluates in float64 and returns the
+            dtype of ``x``.
         shift : torch.Tensor of shape (batch,), optional
-            Fractions of a cell in ``[0, 1)``. Each row's grid then starts
-            ``shift`` cells below the window and spans one extra cell, so a
+            Fractions of a panel in ``[0, 1)``. Each row's grid then starts
+            ``shift`` panels below the window and spans one extra panel, so a
             coarse training grid cannot be exploited by spikes between its
             points (beyond the window the score is exactly the tail the
             quadrature assumes, so the result stays exact up to grid error).
@@ -318,13 +399,33 @@ class ARCSM(nn.Module):
         v, log_scale = self.to_window(conditioning, x[rows, dims])
         lower = self.lower.to(x.dtype)[dims]
         upper = self.upper.to(x.dtype)[dims]
+        if isinstance(rule, AdaptiveRule):
+            if shift is not None:
+                raise ValueError("an adaptive rule has no grid to shift.")
+            score_fn = self.score_function(conditioning, sigma)
+            lo, hi, v = lower.double(), upper.double(), v.double()
+
+            def finish(level, idx, scores):
+                return level.log_density(
+                    v[idx], scores, lo[idx], hi[idx], self.tail_scale
+                )
+
+            log_p = rule.evaluate(score_fn, lo, hi, self.tail_scale, finish)
+            return log_p.to(x.dtype) - log_scale
+        rule = quadrature.as_rule(rule)
         if shift is None:
-            start, stop, cells = lower, upper, n_cells
+            start, stop = lower, upper
         else:
-            width = (upper - lower) / n_cells
+            width = (upper - lower) / rule.n_panels
             start, stop = lower - shift * width, upper + (1.0 - shift) * width
-            cells = n_cells + 1
-        grid = quadrature.grid_points(start, stop, cells)  # (batch, 2 cells + 1)
+            rule = rule.with_panels(rule.n_panels + 1)
+        grid = rule.points(start, stop)  # (batch, n_points)
         scores = self.window_scores(bias, grid, sigma, lower[:, None], upper[:, None])
-        log_p = quadrature.log_density(v, scores, start, stop, self.tail_scale)
+        log_p = rule.log_density(v, scores, start, stop, self.tail_scale)
         return log_p - log_scale
+
+
+def _head_scores(head, bias, points, sigma):
+    """The head at window ``points`` (inside the window: no tail continuation)."""
+    dtype = head.input_layer.weight.dtype
+    return head(bias.to(dtype), points.to(dtype), torch.as_tensor(sigma).to(dtype))
