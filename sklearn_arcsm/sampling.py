@@ -64,7 +64,9 @@ def inverse_cdf_sample(
     for d in range(n_features):
         conditioning = model.conditioner(x)[:, d]
         lo, hi = lower[d].expand(n_samples), upper[d].expand(n_samples)
-        score_fn = model.score_function(conditioning, sigma, head)
+        score_fn = model.score_function(
+            conditioning, sigma, head, dims=torch.zeros_like(x[:, 0], dtype=torch.long)
+        )
         u = uniform[:, d]
         # The quadrature lives in the conditional's window coordinates.
         if isinstance(rule, AdaptiveRule):

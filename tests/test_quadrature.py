@@ -13,6 +13,7 @@ Stated tolerances:
 import math
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -158,3 +159,102 @@ def _simpson(points):
     w[1::2] = 4.0
     w[0] = w[-1] = 1.0
     return w
+
+
+# ----------------------------------------------------------------------
+# Chebyshev panel rules
+# ----------------------------------------------------------------------
+@pytest.mark.parametrize("order", [2, 4, 8, 16])
+def test_chebyshev_panels_integrate_polynomial_scores_exactly(order):
+    # A score of degree < order + 1 is reproduced exactly by each panel's
+    # interpolant, so the energy anywhere is exact up to rounding.
+    rule = q.chebyshev(3, order)
+    lower, upper = _t(-1.5), _t(2.0)
+    coefficients = np.random.RandomState(order).standard_normal(order + 1)
+
+    def score(t):
+        return sum(c * t**k for k, c in enumerate(coefficients))
+
+    def energy(t):
+        lo = lower
+        return sum(
+            c * (t ** (k + 1) - lo ** (k + 1)) / (k + 1)
+            for k, c in enumerate(coefficients)
+        )
+
+    nodes = rule.points(lower, upper)
+    scores = score(nodes)
+    torch.testing.assert_close(rule.energy(scores, lower, upper), energy(nodes))
+    x = torch.linspace(-1.5, 2.0, 57, dtype=T)
+    n = len(x)
+    got = rule.energy_at(
+        x,
+        rule.energy(scores, lower, upper).expand(n, -1),
+        scores.expand(n, -1),
+        lower.expand(n),
+        upper.expand(n),
+        1.0,
+    )
+    torch.testing.assert_close(got, energy(x), rtol=1e-10, atol=1e-10)
+
+
+def _mixture_scores(rule, lower, upper, mix):
+    def log_pdf(t):
+        parts = [
+            math.log(w)
+            - 0.5 * ((t - m) / s) ** 2
+            - math.log(s * math.sqrt(2 * math.pi))
+            for w, m, s in mix
+        ]
+        return torch.logsumexp(torch.stack(parts), dim=0)
+
+    grid = rule.points(lower, upper).requires_grad_(True)
+    (scores,) = torch.autograd.grad(log_pdf(grid).sum(), grid)
+    return scores, log_pdf
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    gap=st.floats(0.5, 6),
+    weight=st.floats(0.1, 0.9),
+    sd2=st.floats(0.3, 2),
+    where=st.floats(0, 1),
+)
+def test_chebyshev_mixture_log_density_and_cdf(gap, weight, sd2, where):
+    # Half the nodes of the Simpson test above, a tenth of its error bound.
+    mix = [(weight, 0.0, 1.0), (1 - weight, gap, sd2)]
+    lower, upper = _t(-10.0), _t(gap + 10 * sd2)
+    rule = q.chebyshev(64, 8)  # 513 nodes
+    scores, log_pdf = _mixture_scores(rule, lower, upper, mix)
+    x = lower + (upper - lower) * where
+    got = rule.log_density(x, scores, lower, upper, 1.0)
+    assert abs(float(got - log_pdf(x))) < 1e-6
+    cdf_true = sum(w * stats.norm(m, s).cdf(float(x)) for w, m, s in mix)
+    assert abs(float(rule.cdf(x, scores, lower, upper, 1.0)) - cdf_true) < 1e-4
+
+
+def test_cdf_is_finite_at_the_edge_of_a_steep_tail():
+    # Found by hypothesis: x one rounding step above `upper`, with an edge
+    # score of -40, made the tail's ndtr ratio 0 / 0.
+    lower, upper = _t(-10.0), _t(8.997700)
+    rule = q.simpson(64)
+    nodes = rule.points(lower, upper)
+    scores = -(nodes - 3.0) / 0.15
+    x = torch.nextafter(upper, _t(math.inf))
+    assert x > upper
+    value = rule.cdf(x, scores, lower, upper, 1.0)
+    assert torch.isfinite(value) and abs(float(value) - 1.0) < 1e-12
+
+
+@pytest.mark.parametrize("rule", [q.simpson(8), q.chebyshev(4)])
+def test_non_finite_points_give_nan_not_an_indexing_error(rule):
+    # A NaN position used to become an INT64_MIN index (issue 10, bug 1).
+    lower, upper = _t(-2.0), _t(2.0)
+    scores = -rule.points(lower, upper)
+    x = _t([0.3, math.nan])
+    log_p = rule.log_density(
+        x, scores.expand(2, -1), lower.expand(2), upper.expand(2), 1.0
+    )
+    assert torch.isfinite(log_p[0]) and torch.isnan(log_p[1])
+    cdf = rule.cdf(x, scores.expand(2, -1), lower.expand(2), upper.expand(2), 1.0)
+    assert torch.isfinite(cdf[0])

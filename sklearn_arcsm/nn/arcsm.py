@@ -298,7 +298,9 @@ class ARCSM(nn.Module):
         if isinstance(rule, AdaptiveRule):
             n_rows, n_features = x.shape
             dims = torch.arange(n_features, device=x.device).repeat(n_rows)
-            score_fn = self.score_function(conditioning.flatten(0, 1), sigma, head)
+            score_fn = self.score_function(
+                conditioning.flatten(0, 1), sigma, head, dims=dims
+            )
             v_flat, lo, hi = v.reshape(-1), lower[dims], upper[dims]
 
             def finish(level, index, scores):
@@ -324,6 +326,7 @@ class ARCSM(nn.Module):
         conditioning: torch.Tensor,
         sigma: torch.Tensor,
         head: nn.Module | None = None,
+        dims: torch.Tensor | None = None,
     ):
         """The ``score_fn(index, points)`` that an adaptive rule refines with.
 
@@ -335,6 +338,12 @@ class ARCSM(nn.Module):
         head : nn.Module, optional
             Evaluates the scores (default: the module's own); its dtype is
             the dtype of the evaluation.
+        dims : torch.LongTensor of shape (N,), optional
+            The dimension of each conditional, when conditionals of the same
+            dimension are always asked for at the same points (the rules
+            here place their nodes by the window, which depends on the
+            dimension only). The head's input layer then runs once per
+            dimension instead of once per conditional.
 
         Returns
         -------
@@ -348,7 +357,16 @@ class ARCSM(nn.Module):
         sigma = torch.as_tensor(sigma).to(dtype)
 
         def score_fn(index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-            return _head_scores(head, bias[index][:, None, :], points.to(dtype), sigma)
+            points = points.to(dtype)
+            if dims is None:
+                features = head.input_features(points, sigma)
+            else:
+                unique, inverse = torch.unique(dims[index], return_inverse=True)
+                first = torch.empty_like(unique).scatter_(
+                    0, inverse, torch.arange(len(index), device=index.device)
+                )
+                features = head.input_features(points[first], sigma)[inverse]
+            return head.from_features(features, bias[index][:, None, :], sigma)
 
         return score_fn
 
@@ -402,7 +420,7 @@ class ARCSM(nn.Module):
         if isinstance(rule, AdaptiveRule):
             if shift is not None:
                 raise ValueError("an adaptive rule has no grid to shift.")
-            score_fn = self.score_function(conditioning, sigma)
+            score_fn = self.score_function(conditioning, sigma, dims=dims)
             lo, hi, v = lower.double(), upper.double(), v.double()
 
             def finish(level, idx, scores):

@@ -75,22 +75,43 @@ class ConditionalScoreHead(nn.Module):
 
     def encode(self, u: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
         """Features of the scalar input: shape ``u.shape + (2 + 2F,)``."""
+        angles = u[..., None] * self.frequencies
+        log_sigma = log_sigma.expand_as(u)
+        return torch.cat(
+            [u[..., None], log_sigma[..., None], angles.sin(), angles.cos()], dim=-1
+        )
+
+    def input_features(self, u: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The first layer's share that depends on ``u`` only: ``u.shape + (K,)``.
+
+        It does not depend on the context, so over a quadrature grid shared
+        by many conditionals it is computed once (see
+        :meth:`sklearn_arcsm.nn.ARCSM.score_function`).
+        """
+        sigma = torch.as_tensor(sigma, dtype=u.dtype, device=u.device)
+        return self.input_layer(self.encode(u, torch.log(sigma)))
+
+    def from_features(
+        self, features: torch.Tensor, bias: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """Scores from :meth:`input_features` and context biases (broadcast)."""
+        sigma = torch.as_tensor(sigma, dtype=features.dtype, device=features.device)
         if torch.is_grad_enabled():
-            angles = u[..., None] * self.frequencies
-            log_sigma = log_sigma.expand_as(u)
-            return torch.cat(
-                [u[..., None], log_sigma[..., None], angles.sin(), angles.cos()],
-                dim=-1,
-            )
-        # Without a graph: written into one buffer (no concatenation copy).
-        n_freq = self.frequencies.shape[0]
-        out = u.new_empty(*u.shape, 2 + 2 * n_freq)
-        out[..., 0] = u
-        out[..., 1] = log_sigma
-        angles = torch.mul(u[..., None], self.frequencies, out=out[..., 2 : 2 + n_freq])
-        torch.cos(angles, out=out[..., 2 + n_freq :])
-        angles.sin_()
-        return out
+            h = F.silu(features + bias)
+            for layer in self.hidden_layers:
+                h = F.silu(layer(h))
+            # Dividing by sigma lets one network cover all noise levels with
+            # outputs of order one (the NCSN parameterization).
+            return self.output_layer(h).squeeze(-1) / sigma
+        # Inference over quadrature nodes, where these are the largest
+        # tensors: in place, and through 2-D matrix products.
+        h = torch.add(features, bias)
+        shape = h.shape
+        h = F.silu(h.reshape(-1, shape[-1]), inplace=True)
+        for layer in self.hidden_layers:
+            h = F.silu(torch.addmm(layer.bias, h, layer.weight.T), inplace=True)
+        out = torch.addmv(self.output_layer.bias, h, self.output_layer.weight[0])
+        return out.view(shape[:-1]) / sigma
 
     def forward(
         self, bias: torch.Tensor, u: torch.Tensor, sigma: torch.Tensor
@@ -111,22 +132,4 @@ class ConditionalScoreHead(nn.Module):
         -------
         scores : torch.Tensor of shape ``u.shape``
         """
-        sigma = torch.as_tensor(sigma, dtype=u.dtype, device=u.device)
-        features = self.input_layer(self.encode(u, torch.log(sigma)))
-        if torch.is_grad_enabled():
-            h = F.silu(features + bias)
-            for layer in self.hidden_layers:
-                h = F.silu(layer(h))
-        else:
-            # Inference over quadrature nodes, where these are the largest
-            # tensors: in place, and through 2-D matrix products.
-            h = torch.add(features, bias)
-            shape = h.shape
-            h = F.silu(h.reshape(-1, shape[-1]), inplace=True)
-            for layer in self.hidden_layers:
-                h = F.silu(torch.addmm(layer.bias, h, layer.weight.T), inplace=True)
-            out = torch.addmv(self.output_layer.bias, h, self.output_layer.weight[0])
-            return out.view(shape[:-1]) / sigma
-        # Dividing by sigma lets one network cover all noise levels with
-        # outputs of order one (the NCSN parameterization).
-        return self.output_layer(h).squeeze(-1) / sigma
+        return self.from_features(self.input_features(u, sigma), bias, sigma)
