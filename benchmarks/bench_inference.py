@@ -39,6 +39,7 @@ from bench_report import environment, markdown_table
 from threadpoolctl import threadpool_limits
 
 from sklearn_arcsm import ARCSMDensity, quadrature
+from sklearn_arcsm._base import QUADRATURE_TOL
 from sklearn_arcsm.adaptive import AdaptiveRule
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -163,7 +164,7 @@ def error_rows(config: InferenceConfig, log=print) -> list[dict]:
     sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
     with torch.no_grad():
         reference = module.log_prob(Z, sigma, quadrature.chebyshev(128, 16))
-    settings = [("adaptive (default)", AdaptiveRule(tol=1e-4))]
+    settings = [("adaptive (default)", AdaptiveRule(tol=QUADRATURE_TOL))]
     settings += [(f"simpson {n} cells", quadrature.simpson(n)) for n in (64, 256)]
     settings += [
         (f"chebyshev {n} panels", quadrature.chebyshev(n)) for n in (8, 16, 32, 64)

@@ -48,12 +48,14 @@ PERSISTENCE_FORMAT = 3
 # about this many elements (8 MiB of float32): small enough to stay in
 # cache, which measured 3 to 5 times faster than 2**23-element chunks.
 QUADRATURE_BUDGET = 2**21
-# Tolerance of the adaptive rule (n_quadrature="auto"): a conditional is
-# accepted at a level once its log-density at the previous level's nodes
-# moved by at most this much. The accepted, finer level is then far more
-# accurate: on fitted digits (64-D) and two-moons models the per-row error
-# against a 2049-node reference was at most 6e-6 and 5e-7 nats.
-QUADRATURE_TOL = 1e-4
+# Tolerance of the adaptive rule (n_quadrature="auto"), in nats per
+# conditional: the estimated error of the level a conditional is accepted at
+# (see sklearn_arcsm.adaptive). Measured against a 2049-node float64
+# reference: at most 6e-6 nats per row on a fitted digits model (64-D, 479
+# nodes per conditional on average; the float32 head's floor) and 5e-7 on
+# fitted two-moons (257 nodes). 1e-4 saved a fifth of the nodes on digits
+# but let the row error grow to 3.4e-5.
+QUADRATURE_TOL = 1e-5
 # Order of the Chebyshev panels of a fixed rule (integer n_quadrature).
 QUADRATURE_ORDER = 8
 
@@ -211,6 +213,13 @@ class BaseCSMEstimator(BaseEstimator):
                 f"device={device!r} but CUDA is not available in this torch build "
                 f"({torch.__version__}); use device='cpu' or device='auto'."
             )
+        if parsed.type == "cuda" and parsed.index is not None:
+            count = torch.cuda.device_count()
+            if parsed.index >= count:
+                raise ValueError(
+                    f"device={device!r} but this machine has {count} CUDA "
+                    f"device(s), cuda:0 to cuda:{count - 1}."
+                )
         return device
 
     def _resolve_quadrature(self) -> quadrature.PanelRule | AdaptiveRule:
@@ -334,6 +343,7 @@ class BaseCSMEstimator(BaseEstimator):
             net.train_cells = self._train_cells()
             if net.lr != self.lr:
                 net.set_params(lr=self.lr)  # skorch updates the param groups
+            net.set_params(batch_size=self.batch_size, verbose=self.verbose)
             net.callbacks = self._make_callbacks()
             net.initialize_callbacks()
         else:
@@ -367,7 +377,8 @@ class BaseCSMEstimator(BaseEstimator):
         if net.diverged_at_ is not None:
             warnings.warn(
                 f"training diverged (non-finite loss) at epoch {net.diverged_at_}; "
-                "the weights with the best validation loss were restored. Lower "
+                "the weights with the best validation loss were restored and the "
+                "optimizer restarted. Lower "
                 f"`lr` (now {self.lr}) or use larger `noise_levels` to train "
                 "further.",
                 ConvergenceWarning,
@@ -579,7 +590,7 @@ class BaseCSMEstimator(BaseEstimator):
         random_state=None,
         *,
         method="inverse_cdf",
-        n_steps=20,
+        n_steps=200,
         step_size=None,
     ):
         """Draw samples from the fitted model.
@@ -596,11 +607,13 @@ class BaseCSMEstimator(BaseEstimator):
             paper's annealed autoregressive Langevin dynamics; it needs
             every noise level trained, so a model fitted with
             ``objective="nll"`` (the ARCSMDensity default) refuses it.
-        n_steps : int, default=20
+        n_steps : int, default=200
             Langevin steps per noise level (``method="langevin"`` only).
         step_size : float, default=None
             Langevin step at the smallest level; None means
-            ``0.1 * noise_levels_[-1] ** 2``.
+            ``0.5 * noise_levels_[-1] ** 2`` (see
+            :func:`sklearn_arcsm.sampling.annealed_langevin_sample` for the
+            measurement behind both defaults).
 
         Returns
         -------
@@ -628,6 +641,22 @@ class BaseCSMEstimator(BaseEstimator):
                 "method='inverse_cdf' (exact draws from the fitted density), or "
                 "fit with objective='csm+nll' or 'csm' to sample by Langevin."
             )
+        if method == "langevin":
+            if (
+                not isinstance(n_steps, Integral)
+                or isinstance(n_steps, bool)
+                or n_steps < 1
+            ):
+                raise ValueError(
+                    f"n_steps must be a positive integer; got {n_steps!r} "
+                    "(0 steps would return the starting draws unchanged)."
+                )
+            if step_size is not None and not (
+                isinstance(step_size, Real) and np.isfinite(step_size) and step_size > 0
+            ):
+                raise ValueError(
+                    f"step_size must be a positive number or None; got {step_size!r}."
+                )
         if n_samples == 0:
             return np.zeros((0, self.n_features_in_))
         seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
@@ -654,7 +683,11 @@ class BaseCSMEstimator(BaseEstimator):
     def __getstate__(self):
         # A copy: scikit-learn returns the live __dict__ for non-sklearn classes.
         state = dict(super().__getstate__())
-        state.pop("_inference_cache", None)  # rebuilt on demand
+        state.pop("_inference_cache", None)  # rebuilt on load
+        # module_ is net_.module_: skorch pickles it device-independently
+        # (a CUDA module loads on a CPU-only machine); restored on load.
+        if "net_" in state:
+            state.pop("module_", None)
         if hasattr(self, "net_"):
             state["_arcsm_format"] = PERSISTENCE_FORMAT
         return state
@@ -676,7 +709,20 @@ class BaseCSMEstimator(BaseEstimator):
             cells = cells if isinstance(cells, Integral) else 256  # the old default
             state["quadrature_"] = quadrature.simpson(int(cells))
         super().__setstate__(state)
-        if "module_" in state:
+        if "net_" in state:
+            self.module_ = self.net_.module_
+            device = str(self.device_)
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                warnings.warn(
+                    f"this {type(self).__name__} was fitted on {device!r}, but CUDA "
+                    "is not available here: it was loaded on the CPU, where it "
+                    "scores and samples (device_='cpu'). Set device='cpu' to "
+                    "refit here.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                self.device_ = "cpu"
+                self.net_.device = "cpu"
             self._build_inference_cache()
 
     def __sklearn_tags__(self):

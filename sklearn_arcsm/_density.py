@@ -151,10 +151,10 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         adaptive rule (:class:`~sklearn_arcsm.adaptive.AdaptiveRule`) that
         refines each conditional separately, on 16 Chebyshev panels whose
         order doubles from 4 to 64 (65 to 1025 score evaluations), until its
-        log-density moves by at most 1e-4 nats between two levels; measured
-        error per row on fitted models: at most 6e-6 nats. An integer ``n``:
-        a fixed rule of ``n`` Chebyshev panels of order 8 (``8 n + 1``
-        evaluations per conditional). The resolved rule is ``quadrature_``.
+        estimated error is below 1e-5 nats; measured error per row on fitted
+        models: at most 6e-6 nats (digits, 64-D). An integer ``n``: a fixed
+        rule of ``n`` Chebyshev panels of order 8 (``8 n + 1`` evaluations
+        per conditional). The resolved rule is ``quadrature_``.
 """,
         max_epochs="""\
     max_epochs : int, default=300

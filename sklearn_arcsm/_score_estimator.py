@@ -315,10 +315,10 @@ CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
         adaptive rule (:class:`~sklearn_arcsm.adaptive.AdaptiveRule`) that
         refines each conditional separately, on 16 Chebyshev panels whose
         order doubles from 4 to 64 (65 to 1025 score evaluations), until its
-        log-density moves by at most 1e-4 nats between two levels; measured
-        error per row on fitted models: at most 6e-6 nats. An integer ``n``:
-        a fixed rule of ``n`` Chebyshev panels of order 8 (``8 n + 1``
-        evaluations per conditional), used by :meth:`sample` and by the
+        estimated error is below 1e-5 nats; measured error per row on fitted
+        models: at most 6e-6 nats (digits, 64-D). An integer ``n``: a fixed
+        rule of ``n`` Chebyshev panels of order 8 (``8 n + 1`` evaluations
+        per conditional), used by :meth:`sample` and by the
         likelihood objectives. The resolved rule is ``quadrature_``.
 """,
         max_epochs="""\

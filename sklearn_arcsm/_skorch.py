@@ -40,9 +40,10 @@ def train_likelihood_dims(n_features: int) -> int:
 class FiniteLossGuard(Callback):
     """Stop training at the first non-finite batch loss.
 
-    With early stopping and a best checkpoint, the best weights are restored
-    and training stops cleanly (``net.diverged_at_`` records the epoch, so
-    the estimator can warn); otherwise an actionable error is raised.
+    With early stopping and a best checkpoint, the best weights are restored,
+    the optimizer restarts (its moments are non-finite) and training stops
+    cleanly (``net.diverged_at_`` records the epoch, so the estimator can
+    warn); otherwise an actionable error is raised.
     """
 
     def on_batch_end(self, net, batch=None, training=None, loss=None, **kwargs):
@@ -53,14 +54,19 @@ class FiniteLossGuard(Callback):
         best = getattr(early, "best_model_weights_", None)
         if best is not None:
             net.module_.load_state_dict(best)
+            # Adam's moments are non-finite by now: restart the optimizer, or
+            # the warm start that the warning recommends diverges at once.
+            net.initialize_optimizer()
             net.diverged_at_ = epoch
             # skorch treats KeyboardInterrupt as "stop training now".
             raise KeyboardInterrupt
         phase = "training" if training else "validation"
+        objective = net.objective if training else net.valid_objective or net.objective
         raise FloatingPointError(
-            f"the CSM {phase} loss became non-finite at epoch {epoch}: training "
-            f"diverged. Lower `lr` (now {net.lr}), or use larger `noise_levels` "
-            "(the smallest level sets the sharpest score the model must fit)."
+            f"the {objective!r} {phase} loss became non-finite at epoch {epoch}: "
+            f"training diverged. Lower `lr` (now {net.lr}), or use larger "
+            "`noise_levels` (the smallest level sets the sharpest score the "
+            "model must fit)."
         )
 
 
@@ -155,6 +161,13 @@ class CSMNet(NeuralNet):
             name: state.pop(name) for name in self._generator_names if name in state
         }
         super().__setstate__(state)
+        seeds = dict(
+            zip(
+                self._generator_names,
+                (self.train_seed, self.valid_seed, self.shuffle_seed),
+                strict=True,
+            )
+        )
         for name, (device, rng_state) in saved.items():
             if device.startswith("cuda") and not torch.cuda.is_available():
                 device = "cpu"  # skorch maps the weights to CPU the same way
@@ -162,8 +175,9 @@ class CSMNet(NeuralNet):
             try:
                 generator.set_state(rng_state)
             except RuntimeError:
-                # A CUDA state cannot seed a CPU generator: restart its stream.
-                generator.manual_seed(self.train_seed)
+                # A CUDA state cannot seed a CPU generator: restart this
+                # generator's own stream.
+                generator.manual_seed(seeds[name])
             setattr(self, name, generator)
 
     def infer(self, x, **fit_params):

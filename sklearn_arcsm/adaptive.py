@@ -11,9 +11,10 @@ The levels are Chebyshev-Lobatto panel rules on the same panels whose order
 doubles from level to level, so each level's nodes contain the previous
 level's: refining a conditional costs only the new nodes. A conditional is
 accepted at level ``k + 1`` once its energies (at the shared nodes) and its
-log-normalizer at levels ``k`` and ``k + 1`` agree within ``tol``; under the
-rules' fast convergence the accepted level is then far more accurate than
-``tol``. The decision uses the whole energy function on the window, never
+log-normalizer at levels ``k`` and ``k + 1`` agree within ``tol``, or once
+the error of level ``k + 1`` extrapolated from the last two changes
+(``change_{k+1}**2 / change_k``, while changes shrink) is within ``tol``.
+The decision uses the whole energy function on the window, never
 the point being scored, so each conditional density is the quadrature
 density of one fixed rule (a normalized density up to that rule's error),
 and a row's result never depends on the other rows of its batch.
@@ -21,6 +22,7 @@ and a row's result never depends on the other rows of its batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -122,6 +124,7 @@ class AdaptiveRule:
         evaluations = scores.numel()
         accepted = [0] * len(levels)
         results = None
+        previous = torch.full_like(log_p[:, 0], math.inf)  # change at level k - 1
         for k, rule in enumerate(levels[1:], start=1):
             points = rule.points(lo, hi)[..., 1::2]  # the nodes new at this level
             fresh = score_fn(index, points).double()
@@ -130,9 +133,10 @@ class AdaptiveRule:
             finer[:, 0::2] = scores
             finer[:, 1::2] = fresh
             fine_log_p = _node_log_density(rule, finer, lo, hi, tail_scale)
+            change = _change(log_p, fine_log_p[:, 0::2])
             if k < len(levels) - 1:
                 # NaN changes never pass: they reach the finest level.
-                done = _change(log_p, fine_log_p[:, 0::2]) <= self.tol
+                done = _converged(change, previous, self.tol)
             else:
                 done = torch.ones(finer.shape[0], dtype=torch.bool, device=lo.device)
             if done.any():
@@ -146,6 +150,7 @@ class AdaptiveRule:
                 break
             index, lo, hi = index[keep], lo[keep], hi[keep]
             scores, log_p = finer[keep], fine_log_p[keep]
+            previous = change[keep]
         if stats is not None:
             stats["evaluations"] = evaluations
             stats["accepted"] = accepted
@@ -159,6 +164,20 @@ def _node_log_density(rule, scores, lower, upper, tail_scale):
     energy = rule.energy(scores, lower, upper)
     log_z = rule.log_normalizer(energy, scores, lower, upper, tail_scale)
     return energy - log_z[:, None]
+
+
+def _converged(change, previous, tol):
+    """Accept where the estimated error of the finer level is within ``tol``.
+
+    Under geometric convergence the error of level ``k`` is about
+    ``change_k * (change_k / change_{k-1})``: the change from level ``k - 1``
+    times the rate at which changes shrink. The estimate is used only while
+    the changes do shrink; a change within ``tol`` itself is always accepted
+    (the finer level is then more accurate still, or at the float32 floor).
+    """
+    shrinking = (change < previous) & torch.isfinite(previous)  # needs two changes
+    estimate = change * change / previous
+    return (change <= tol) | (shrinking & (estimate <= tol))
 
 
 def _change(coarse: torch.Tensor, fine: torch.Tensor) -> torch.Tensor:

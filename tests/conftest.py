@@ -1,8 +1,29 @@
 """Shared test configuration: cheap estimator settings and seeded RNGs."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# Hypothesis: derandomized under CI (the same examples every run, so that a
+# red CI is reproducible); HYPOTHESIS_PROFILE=fuzz draws fresh examples, ten
+# times as many, for deliberate fuzzing (slow: run it by hand).
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", derandomize=False)
+settings.register_profile("fuzz", derandomize=False)
+PROFILE = os.environ.get(
+    "HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") == "true" else "dev"
+)
+settings.load_profile(PROFILE)
+FUZZ_FACTOR = 10 if PROFILE == "fuzz" else 1
+
+
+def examples(n: int) -> int:
+    """Hypothesis examples for a test: ``n``, or ten times more when fuzzing."""
+    return n * FUZZ_FACTOR
+
 
 # Tiny networks and few epochs: correctness, not accuracy, is tested here.
 CHEAP_PARAMS = dict(

@@ -55,7 +55,7 @@ def test_each_conditional_is_refined_until_it_is_accurate():
     assert (log_p - exact).abs().max() < 1e-6  # the tolerance
     # Smooth conditionals stop early, sharp ones go on: not one fixed level.
     levels = [k for k, n in enumerate(stats["accepted"]) for _ in range(n)]
-    assert len(set(levels)) >= 3
+    assert len(set(levels)) >= 2
     assert stats["evaluations"] < len(WIDTHS) * AdaptiveRule().finest.n_points
 
 

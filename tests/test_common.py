@@ -1,6 +1,5 @@
 """scikit-learn's estimator checks over every public estimator."""
 
-import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import sklearn_arcsm
@@ -32,5 +31,7 @@ def test_sklearn_compatible_estimator(estimator, check):
 
 
 def test_all_estimators_are_checked():
-    assert len(list(_public_estimators())) >= 1
-    pytest.importorskip("sklearn")
+    # Every public estimator goes through the checks above: a new estimator
+    # added to __all__ must appear here, and none may drop out.
+    names = {type(est).__name__ for est in _public_estimators()}
+    assert names == {"ARCSMDensity", "CSMScoreEstimator"}

@@ -13,13 +13,14 @@ from sklearn_arcsm.nn import (
     PixelCNN,
     made_masks,
 )
+from tests.conftest import examples
 
 
 def _jacobian(fn, x):
     return torch.autograd.functional.jacobian(fn, x)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(
     n_features=st.integers(1, 7),
     hidden=st.lists(st.integers(1, 12), min_size=1, max_size=3),
@@ -242,7 +243,7 @@ def test_gaussian_made_log_prob_matches_independent_gaussians_at_init():
     torch.testing.assert_close(model.log_prob(x), expected)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=examples(10), deadline=None)
 @given(
     height=st.integers(1, 6),
     width=st.integers(1, 6),

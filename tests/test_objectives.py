@@ -25,6 +25,7 @@ from sklearn_arcsm.objectives import (
     score_from_log_prob,
     sliced_score_matching,
 )
+from tests.conftest import examples
 
 DTYPE = torch.float64
 
@@ -172,7 +173,7 @@ def test_sliced_sm_variance_falls_as_one_over_projections():
     assert (one / eight).item() == pytest.approx(8.0, rel=0.2)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(dim=st.integers(1, 6), seed=st.integers(0, 2**16))
 def test_rademacher_vr_is_exact_for_diagonal_hessian(dim, seed):
     """``v^T H v = tr(H)`` when H is diagonal and ``v_i = +-1``."""
@@ -301,7 +302,7 @@ def test_csm_gradient_vanishes_at_truth():
         torch.testing.assert_close(p.grad, torch.zeros_like(p), atol=1e-10, rtol=0)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(dim=st.integers(1, 5), seed=st.integers(0, 2**16))
 def test_csm_equals_exact_sm_for_factorized_models(dim, seed):
     """With independent dimensions, conditional scores are the joint score."""

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 import sklearn_arcsm._base as base
 from sklearn_arcsm import ARCSMDensity
+from tests.conftest import examples
 
-N_EXAMPLES = 25
+N_EXAMPLES = examples(25)
 
 
 @contextlib.contextmanager
@@ -95,7 +96,7 @@ def test_fitted_models_keep_their_invariants(problem, perm_seed):
     assert np.all(np.isfinite(samples))
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=examples(10), deadline=None)
 @given(problem=problems(), budget=st.integers(1, 2000))
 def test_score_samples_does_not_depend_on_chunking(problem, budget):
     X, params = problem

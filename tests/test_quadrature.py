@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from sklearn_arcsm import quadrature as q
+from tests.conftest import examples
 
 T = torch.float64
 N_CELLS = 256
@@ -36,7 +37,7 @@ def _gaussian_setup(mu, sd, left, right):
     return lower, upper, scores
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(
     mu=st.floats(-5, 5),
     sd=st.floats(0.05, 5),
@@ -55,7 +56,7 @@ def test_gaussian_log_density_and_cdf_match_closed_form(mu, sd, left, right, whe
     assert abs(float(got_cdf) - stats.norm(mu, sd).cdf(float(x))) < 1e-5
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     gap=st.floats(0.5, 6),
     weight=st.floats(0.1, 0.9),
@@ -213,7 +214,7 @@ def _mixture_scores(rule, lower, upper, mix):
     return scores, log_pdf
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     gap=st.floats(0.5, 6),
     weight=st.floats(0.1, 0.9),

@@ -40,6 +40,31 @@ class PoisonAt(AtEpoch):
             net.module_.head.output_layer.bias.fill_(float("nan"))
 
 
+class PoisonContextAt(AtEpoch):
+    """Simulate divergence inside the context network (issue 10, bug 1)."""
+
+    def act(self, net):
+        with torch.no_grad():
+            net.module_.context_net.layers[-1].bias.fill_(float("nan"))
+
+
+class RecordWeights(Callback):
+    """Keep a copy of the module's weights at the end of every epoch."""
+
+    def __init__(self):
+        self.weights_ = []
+
+    def on_epoch_end(self, net, **kwargs):
+        self.weights_.append(
+            {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
+        )
+
+
+def used_callback(est, kind):
+    """The copy of a callback that the fitted net actually ran."""
+    return next(cb for _, cb in est.net_.callbacks_ if isinstance(cb, kind))
+
+
 class InterruptAt(AtEpoch):
     """Simulate Ctrl-C."""
 
@@ -117,12 +142,58 @@ def test_divergence_without_early_stopping_raises_and_leaves_unfitted(moons):
 
 
 def test_divergence_with_early_stopping_restores_best_weights(moons):
-    est = ARCSMDensity(**{**P, "max_epochs": 6, "callbacks": [PoisonAt(3)]})
+    callbacks = [RecordWeights(), PoisonAt(4)]
+    est = ARCSMDensity(**{**P, "max_epochs": 6, "callbacks": callbacks})
     with pytest.warns(ConvergenceWarning, match="diverged"):
         est.fit(moons)
+    recorder = used_callback(est, RecordWeights)  # fit runs a copy
     assert all(torch.isfinite(p).all() for p in est.module_.parameters())
     assert np.all(np.isfinite(est.score_samples(moons)))
-    assert est.n_iter_ <= 4
+    # The restored weights are exactly those of the best validation epoch
+    # among the epochs that finished before the poison.
+    curve = est.validation_loss_curve_[:4]
+    best = recorder.weights_[int(np.argmin(curve))]
+    for name, value in est.module_.state_dict().items():
+        torch.testing.assert_close(value, best[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_nan_in_the_context_network_under_the_likelihood_objective(
+    moons, early_stopping
+):
+    # A NaN reaching the quadrature used to crash with an index error.
+    est = ARCSMDensity(
+        **{
+            **P,
+            "objective": "nll",
+            "max_epochs": 5,
+            "early_stopping": early_stopping,
+            "callbacks": [PoisonContextAt(2)],
+        }
+    )
+    if early_stopping:
+        with pytest.warns(ConvergenceWarning, match="diverged"):
+            est.fit(moons)
+        assert np.all(np.isfinite(est.score_samples(moons)))
+    else:
+        with pytest.raises(FloatingPointError, match="'nll' training loss.*`lr`"):
+            est.fit(moons)
+        assert not hasattr(est, "module_")
+
+
+def test_warm_start_after_a_recovered_divergence_trains_on(moons):
+    # The warning says to lower lr and train further: that must work, so
+    # the optimizer's non-finite moments may not survive the recovery.
+    est = ARCSMDensity(**{**P, "max_epochs": 6, "callbacks": [PoisonAt(3)]})
+    with pytest.warns(ConvergenceWarning):
+        est.fit(moons)
+    best_before = min(est.validation_loss_curve_)
+    n_before = est.n_iter_
+    est.set_params(warm_start=True, callbacks=None, lr=3e-4, max_epochs=4)
+    est.fit(moons)
+    new = est.validation_loss_curve_[n_before:]
+    assert len(new) == 4 and np.all(np.isfinite(new))
+    assert min(new) < best_before
 
 
 def test_failed_warm_start_keeps_the_previous_model(moons):
@@ -136,14 +207,36 @@ def test_failed_warm_start_keeps_the_previous_model(moons):
 
 
 def test_real_divergence_from_a_huge_learning_rate_is_reported(moons):
+    # lr=1e8 diverges in the first epoch (checked: it never survives), and
+    # without early stopping that must be an actionable error, unfitted.
     est = ARCSMDensity(**{**P, "lr": 1e8, "max_epochs": 20, "early_stopping": False})
-    try:
+    with pytest.raises(FloatingPointError, match="lr"):
         est.fit(moons)
-    except FloatingPointError as exc:
-        assert "lr" in str(exc)
-        assert not hasattr(est, "module_")
-    else:  # training survived: then the model must be usable
-        assert np.all(np.isfinite(est.score_samples(moons)))
+    assert not hasattr(est, "module_")
+
+
+def test_a_cuda_model_loads_and_scores_on_a_cpu_only_machine(moons):
+    # Issue 10, bug 3: made to look fitted on CUDA, then loaded here.
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    est = ARCSMDensity(**P).fit(moons)
+    expected = est.score_samples(moons[:10])
+    est.device_ = "cuda"
+    est.net_.device = "cuda"
+    blob = pickle.dumps(est)
+    with pytest.warns(UserWarning, match="loaded on the CPU"):
+        loaded = pickle.loads(blob)
+    assert loaded.device_ == "cpu" and loaded.net_.device == "cpu"
+    assert loaded.module_ is loaded.net_.module_
+    np.testing.assert_array_equal(loaded.score_samples(moons[:10]), expected)
+    assert loaded.sample(3, random_state=0).shape == (3, 2)
+
+
+def test_warm_start_applies_new_batch_size_and_verbose(moons, capsys):
+    est = ARCSMDensity(**{**P, "warm_start": True}).fit(moons)
+    est.set_params(batch_size=7, verbose=1, max_epochs=1).fit(moons)
+    assert est.net_.batch_size == 7
+    assert "valid_loss" in capsys.readouterr().out  # skorch's epoch table
 
 
 # ----------------------------------------------------------------------------

@@ -366,7 +366,11 @@ class ARCSM(nn.Module):
                     0, inverse, torch.arange(len(index), device=index.device)
                 )
                 features = head.input_features(points[first], sigma)[inverse]
-            return head.from_features(features, bias[index][:, None, :], sigma)
+            # `features` is this call's own full-size tensor: reuse it.
+            overwrite = not torch.is_grad_enabled()
+            return head.from_features(
+                features, bias[index][:, None, :], sigma, overwrite
+            )
 
         return score_fn
 

@@ -92,9 +92,17 @@ class ConditionalScoreHead(nn.Module):
         return self.input_layer(self.encode(u, torch.log(sigma)))
 
     def from_features(
-        self, features: torch.Tensor, bias: torch.Tensor, sigma: torch.Tensor
+        self,
+        features: torch.Tensor,
+        bias: torch.Tensor,
+        sigma: torch.Tensor,
+        overwrite: bool = False,
     ) -> torch.Tensor:
-        """Scores from :meth:`input_features` and context biases (broadcast)."""
+        """Scores from :meth:`input_features` and context biases (broadcast).
+
+        ``overwrite=True`` lets inference (no autograd) reuse ``features``'
+        memory when it already has the full shape.
+        """
         sigma = torch.as_tensor(sigma, dtype=features.dtype, device=features.device)
         if torch.is_grad_enabled():
             h = F.silu(features + bias)
@@ -105,7 +113,7 @@ class ConditionalScoreHead(nn.Module):
             return self.output_layer(h).squeeze(-1) / sigma
         # Inference over quadrature nodes, where these are the largest
         # tensors: in place, and through 2-D matrix products.
-        h = torch.add(features, bias)
+        h = features.add_(bias) if overwrite else torch.add(features, bias)
         shape = h.shape
         h = F.silu(h.reshape(-1, shape[-1]), inplace=True)
         for layer in self.hidden_layers:
