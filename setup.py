@@ -30,7 +30,14 @@ setup(
         "skorch>=1.0",
     ],
     extras_require={
-        "test": ["pytest>=7", "hypothesis>=6", "pandas", "matplotlib>=3.7", "numpydoc"],
+        "test": [
+            "pytest>=7",
+            "hypothesis>=6",
+            "pandas",
+            "matplotlib>=3.7",
+            "numpydoc",
+            "zuko>=1.0",  # the inference benchmark's smoke test
+        ],
         "examples": ["matplotlib>=3.7"],
         "benchmarks": ["matplotlib>=3.7", "zuko>=1.0"],
         "docs": [

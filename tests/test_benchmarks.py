@@ -41,3 +41,19 @@ def test_quality_benchmark_quick_mode_writes_its_table(tmp_path):
     for method in methods:
         assert f"| banana | {method} |" in table, method
     assert (tmp_path / "quality_kl.png").stat().st_size > 0
+
+
+def test_inference_benchmark_quick_mode_writes_its_tables(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_inference.py", "--quick"]
+        + ["--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+        capture_output=True,
+        text=True,
+    )
+    table = (tmp_path / "inference.md").read_text()
+    assert "NSF score s" in table and "adaptive (default)" in table
+    assert "| 4 | chebyshev 8 panels |" in result.stdout
+    assert (tmp_path / "inference.json").stat().st_size > 0

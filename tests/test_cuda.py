@@ -39,3 +39,45 @@ def test_score_estimator_torch_entry_on_cuda(moons):
     np.testing.assert_allclose(
         scores.detach().cpu().numpy(), est.predict(moons[:8]), rtol=1e-4, atol=1e-4
     )
+
+
+def _on_cpu(est):
+    """A copy of a CUDA-fitted estimator moved to the CPU at the same weights."""
+    import copy
+
+    cpu = copy.deepcopy(est)
+    cpu.net_.module_.to("cpu")
+    cpu.net_.device = "cpu"
+    cpu.module_ = cpu.net_.module_
+    cpu.device_ = "cpu"
+    cpu._build_inference_cache()
+    return cpu
+
+
+@pytest.mark.parametrize("objective", ["nll", "csm+nll"])
+def test_cuda_and_cpu_agree_at_the_same_weights(moons, objective):
+    params = {**CHEAP_PARAMS, "objective": objective, "random_state": 0}
+    est = ARCSMDensity(device="cuda", **params).fit(moons)
+    cpu = _on_cpu(est)
+    np.testing.assert_allclose(
+        est.score_samples(moons), cpu.score_samples(moons), rtol=1e-6, atol=1e-6
+    )
+    if objective != "nll":
+        samples = est.sample(20, random_state=0, method="langevin", n_steps=5)
+        assert np.all(np.isfinite(samples))
+
+
+def test_cuda_partial_fit_warm_start_and_pickle_to_cpu(moons):
+    import pickle
+
+    est = CSMScoreEstimator(device="cuda", **CHEAP_PARAMS, random_state=0)
+    est.partial_fit(moons)
+    est.partial_fit(moons)
+    assert est.n_iter_ == 2 and next(est.module_.parameters()).is_cuda
+    density = ARCSMDensity(device="cuda", warm_start=True, **CHEAP_PARAMS).fit(moons)
+    density.set_params(max_epochs=1).fit(moons)
+    assert density.device_ == "cuda"
+    loaded = pickle.loads(pickle.dumps(density))
+    np.testing.assert_allclose(
+        loaded.score_samples(moons[:10]), density.score_samples(moons[:10]), rtol=1e-6
+    )

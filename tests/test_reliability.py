@@ -320,3 +320,55 @@ def test_format_1_models_load_without_the_affine_layer(moons):
     old.__setstate__({**old.__getstate__(), "_arcsm_format": 1})
     assert old.module_.affine is None
     np.testing.assert_allclose(old.score_samples(moons[:20]), expected, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------
+# Parameters that had no test of their own
+# ----------------------------------------------------------------------------
+def test_validation_fraction_sets_the_held_out_rows(moons):
+    for fraction, expected in ((0.1, 40), (0.25, 100)):
+        est = ARCSMDensity(**{**P, "max_epochs": 1, "validation_fraction": fraction})
+        est.fit(moons)
+        assert len(est.net_.train_split.keywords["valid_ds"]) == expected
+
+
+def test_tol_decides_what_counts_as_an_improvement(moons):
+    # With a tolerance larger than any epoch's gain, nothing improves after
+    # the first epoch: training stops after 1 + n_iter_no_change epochs.
+    params = {**P, "max_epochs": 30, "n_iter_no_change": 3}
+    assert ARCSMDensity(**params, tol=1e6).fit(moons).n_iter_ == 4
+    assert ARCSMDensity(**params, tol=0.0).fit(moons).n_iter_ > 4
+
+
+def test_verbose_prints_the_epoch_table_and_a_progress_bar(moons, capsys):
+    ARCSMDensity(**{**P, "verbose": 0}).fit(moons)
+    assert capsys.readouterr().out == ""
+    ARCSMDensity(**{**P, "verbose": 1}).fit(moons)
+    out = capsys.readouterr().out
+    assert "epoch" in out and "valid_loss" in out
+    est = ARCSMDensity(**{**P, "verbose": 2}).fit(moons)
+    assert "progress_bar" in dict(est.net_.callbacks_)
+
+
+def test_checkpoint_every_n_epochs(moons, tmp_path):
+    path = tmp_path / "fit.pkl"
+    cb = EstimatorCheckpoint(path, every=2)
+    params = {**P, "max_epochs": 5, "early_stopping": False}
+    ARCSMDensity(**{**params, "callbacks": [cb, InterruptAt(3)]}).fit(moons)
+    # Saved after epoch 2, not after epoch 3 (interrupted before the next).
+    assert EstimatorCheckpoint.load(path).n_iter_ == 2
+
+
+def test_device_auto_resolves_to_what_is_available(moons):
+    est = ARCSMDensity(**{**P, "device": "auto"}).fit(moons)
+    assert est.device_ == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_warm_start_applies_new_noise_levels_lr_and_objective(moons):
+    est = ARCSMDensity(**{**P, "warm_start": True, "early_stopping": False}).fit(moons)
+    est.set_params(noise_levels=[0.5, 0.2], lr=3e-4, objective="csm", max_epochs=1)
+    est.fit(moons)
+    assert est.objective_ == "csm" and est.net_.objective == "csm"
+    np.testing.assert_allclose(est.noise_levels_, [0.5, 0.2])
+    np.testing.assert_allclose(est.net_.noise_levels.numpy(), [0.5, 0.2])
+    assert all(g["lr"] == 3e-4 for g in est.net_.optimizer_.param_groups)
