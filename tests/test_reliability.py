@@ -372,3 +372,19 @@ def test_warm_start_applies_new_noise_levels_lr_and_objective(moons):
     np.testing.assert_allclose(est.noise_levels_, [0.5, 0.2])
     np.testing.assert_allclose(est.net_.noise_levels.numpy(), [0.5, 0.2])
     assert all(g["lr"] == 3e-4 for g in est.net_.optimizer_.param_groups)
+
+
+def test_generators_that_cannot_be_restored_restart_their_own_streams(moons):
+    # A CUDA generator state cannot seed a CPU generator: each generator then
+    # restarts from its own seed (they all used to get the training seed).
+    est = ARCSMDensity(**P).fit(moons)
+    net = est.net_
+    state = net.__getstate__()
+    for name in net._generator_names:
+        state[name] = ("cuda:0", torch.zeros(3, dtype=torch.uint8))  # unusable
+    fresh = type(net).__new__(type(net))
+    fresh.__setstate__(state)
+    seeds = (net.train_seed, net.valid_seed, net.shuffle_seed)
+    assert len(set(seeds)) == 3
+    for name, seed in zip(net._generator_names, seeds, strict=True):
+        assert getattr(fresh, name).initial_seed() == seed, name
