@@ -66,6 +66,13 @@ def _package_version() -> str:
     return __version__
 
 
+def _is_integer_at_least(value, minimum: int) -> bool:
+    """An integer (not a bool) of at least ``minimum``."""
+    return (
+        isinstance(value, Integral) and not isinstance(value, bool) and value >= minimum
+    )
+
+
 def _mean_and_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column means and standard deviations, safe for any finite magnitude.
 
@@ -621,11 +628,7 @@ class BaseCSMEstimator(BaseEstimator):
             In the units of the training data.
         """
         check_is_fitted(self)
-        if (
-            not isinstance(n_samples, Integral)
-            or isinstance(n_samples, bool)
-            or n_samples < 0
-        ):
+        if not _is_integer_at_least(n_samples, 0):
             raise ValueError(
                 f"n_samples must be a non-negative integer; got {n_samples!r}."
             )
@@ -642,11 +645,7 @@ class BaseCSMEstimator(BaseEstimator):
                 "fit with objective='csm+nll' or 'csm' to sample by Langevin."
             )
         if method == "langevin":
-            if (
-                not isinstance(n_steps, Integral)
-                or isinstance(n_steps, bool)
-                or n_steps < 1
-            ):
+            if not _is_integer_at_least(n_steps, 1):
                 raise ValueError(
                     f"n_steps must be a positive integer; got {n_steps!r} "
                     "(0 steps would return the starting draws unchanged)."

@@ -41,6 +41,19 @@ PARAMETER_ORDER = (
 )
 
 SHARED_PARAMETERS = {
+    "n_quadrature": """\
+    n_quadrature : "auto" or int, default="auto"
+        How each conditional's 1-D integrals are computed (by
+        ``score_samples``, ``sample`` and the validation likelihood).
+        ``"auto"``: an adaptive rule
+        (:class:`~sklearn_arcsm.adaptive.AdaptiveRule`) that refines each
+        conditional separately, on 16 Chebyshev panels whose order doubles
+        from 4 to 64 (65 to 1025 score evaluations), until its estimated
+        error is below 1e-5 nats; measured error per row on fitted models:
+        at most 6e-6 nats (digits, 64-D). An integer ``n``: a fixed rule of
+        ``n`` Chebyshev panels of order 8 (``8 n + 1`` evaluations per
+        conditional). The resolved rule is ``quadrature_``.
+""",
     "backbone": """\
     backbone : {"made", "pixelcnn"}, default="made"
         Context network. ``"made"``: masked autoencoder, for vectors.

@@ -309,18 +309,6 @@ CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
         ``"csm"`` the estimated scores are those of the data smoothed by the
         smallest level; the likelihood term fits the data themselves.
 """,
-        n_quadrature="""\
-    n_quadrature : "auto" or int, default="auto"
-        How each conditional's 1-D integrals are computed. ``"auto"``: an
-        adaptive rule (:class:`~sklearn_arcsm.adaptive.AdaptiveRule`) that
-        refines each conditional separately, on 16 Chebyshev panels whose
-        order doubles from 4 to 64 (65 to 1025 score evaluations), until its
-        estimated error is below 1e-5 nats; measured error per row on fitted
-        models: at most 6e-6 nats (digits, 64-D). An integer ``n``: a fixed
-        rule of ``n`` Chebyshev panels of order 8 (``8 n + 1`` evaluations
-        per conditional), used by :meth:`sample` and by the
-        likelihood objectives. The resolved rule is ``quadrature_``.
-""",
         max_epochs="""\
     max_epochs : int, default=300
         Maximum number of passes over the training data in :meth:`fit`.

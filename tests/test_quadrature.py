@@ -70,18 +70,7 @@ def test_gaussian_log_density_and_cdf_match_closed_form(mu, sd, left, right, whe
 def test_mixture_log_density_matches_closed_form(gap, weight, sd2, where):
     mix = [(weight, 0.0, 1.0), (1 - weight, gap, sd2)]
     lower, upper = _t(-10.0), _t(gap + 10 * sd2)
-
-    def log_pdf(t):
-        parts = [
-            torch.log(_t(w))
-            - 0.5 * ((t - m) / s) ** 2
-            - math.log(s * math.sqrt(2 * math.pi))
-            for w, m, s in mix
-        ]
-        return torch.logsumexp(torch.stack(parts), dim=0)
-
-    grid = q.grid_points(lower, upper, 2 * N_CELLS).requires_grad_(True)
-    (scores,) = torch.autograd.grad(log_pdf(grid).sum(), grid)
+    scores, log_pdf = _mixture_scores(q.simpson(2 * N_CELLS), lower, upper, mix)
     x = lower + (upper - lower) * where
     got = q.log_density(x, scores, lower, upper, 1.0)
     assert abs(float(got - log_pdf(x))) < 1e-5

@@ -126,15 +126,7 @@ def test_learns_the_conditional_scores_of_a_gaussian():
     X, chol = correlated_gaussian(2000, seed=2)
     est = CSMScoreEstimator(**dict(SMALL, max_epochs=60)).fit(X)
     x, _ = correlated_gaussian(200, seed=3)
-    # The model targets the data smoothed by sigma_L in standardized units.
-    cov = chol @ chol.T + np.diag((est.noise_levels_[-1] * est.scale_) ** 2)
-    mean = np.array([5.0, -1.0, 0.0])
-    # Conditional score of x_d given x_<d: -(x_d - E[x_d | x_<d]) / Var(x_d | x_<d)
-    # = -[B (x - mean)]_d with B the precision of the leading (d+1)-block.
-    truth = np.empty_like(x)
-    for d in range(3):
-        block = np.linalg.inv(cov[: d + 1, : d + 1])
-        truth[:, d] = -((x[:, : d + 1] - mean[: d + 1]) @ block[:, d])
+    truth = _exact_conditional_scores(est, x, chol)
     error = np.mean((est.predict(x) - truth) ** 2, axis=0)
     baseline = np.mean(truth**2, axis=0)
     assert np.all(error < 0.25 * baseline), (error, baseline)
