@@ -384,7 +384,6 @@ class _PanelMatrices:
     integrate: torch.Tensor  # (m + 1, m + 1): node values -> integral from 0 to node
     log_weights: torch.Tensor  # (m + 1,): log of the integral of each basis polynomial
     antiderivative: torch.Tensor  # (m + 2, m + 1): node values -> Chebyshev coefs
-    to_coefficients: torch.Tensor  # (m + 1, m + 1): node values -> Chebyshev coefs
 
 
 @functools.cache
@@ -406,15 +405,10 @@ def _numpy_matrices(order: int, nodes: str):
     weights = integrate[-1]
     if np.any(weights <= 0):
         raise ValueError(f"{nodes} panels of order {order} have non-positive weights.")
-    return (y + 1.0) / 2.0, integrate, np.log(weights), antiderivative, to_coef
+    return (y + 1.0) / 2.0, integrate, np.log(weights), antiderivative
 
 
 @functools.lru_cache(maxsize=64)
-def panel_matrices(order: int, nodes: str, dtype, device) -> _PanelMatrices:
-    """Matrices of a unit panel of ``order`` (cached per dtype and device)."""
-    return _matrices(order, nodes, dtype, device)
-
-
 def _matrices(order: int, nodes: str, dtype, device) -> _PanelMatrices:
     arrays = _numpy_matrices(order, nodes)
     return _PanelMatrices(
