@@ -338,6 +338,7 @@ class BaseCSMEstimator(BaseEstimator):
         # A continued fit stays where its net lives.
         device = self.device_ if continuing else self._resolve_device()
         levels = self._resolve_noise_levels()
+        rule = self._resolve_quadrature()  # validation during fit, inference after
         seeds = self._seeds()
         if continuing:
             mean, scale = self.mean_, self.scale_
@@ -346,7 +347,7 @@ class BaseCSMEstimator(BaseEstimator):
             # anneal by repeated warm-started fits).
             net.noise_levels = torch.as_tensor(levels, dtype=torch.float32)
             net.objective = self._resolve_objective()
-            net.quadrature = self._resolve_quadrature()
+            net.quadrature = rule
             net.train_cells = self._train_cells()
             if net.lr != self.lr:
                 net.set_params(lr=self.lr)  # skorch updates the param groups
@@ -360,7 +361,7 @@ class BaseCSMEstimator(BaseEstimator):
         if continuing:
             net.set_params(train_split=self._train_split(valid))
         else:
-            net = self._build_net(Z, levels, device, seeds, valid)
+            net = self._build_net(Z, levels, rule, device, seeds, valid)
         net.diverged_at_ = None
         fitted = dict(
             mean_=mean,
@@ -368,7 +369,7 @@ class BaseCSMEstimator(BaseEstimator):
             noise_levels_=levels,
             device_=device,
             objective_=self._resolve_objective(),
-            quadrature_=self._resolve_quadrature(),
+            quadrature_=rule,
         )
         checkpoints = [
             cb for _, cb in net.callbacks_ if isinstance(cb, EstimatorCheckpoint)
@@ -439,7 +440,7 @@ class BaseCSMEstimator(BaseEstimator):
     def _train_split(valid):
         return None if valid is None else predefined_split(Dataset(valid))
 
-    def _build_net(self, Z, levels, device, seeds, valid) -> CSMNet:
+    def _build_net(self, Z, levels, rule, device, seeds, valid) -> CSMNet:
         n_features = Z.shape[1]
         hidden = (
             default_hidden_sizes(n_features, self.backbone)
@@ -472,7 +473,7 @@ class BaseCSMEstimator(BaseEstimator):
             noise_levels=torch.as_tensor(levels, dtype=torch.float32),
             objective=self._resolve_objective(),
             valid_objective=self._validation_objective,
-            quadrature=self._resolve_quadrature(),
+            quadrature=rule,
             train_cells=self._train_cells(),
             train_seed=seeds["train"],
             valid_seed=seeds["valid"],

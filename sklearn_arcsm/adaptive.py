@@ -10,9 +10,9 @@ nodes. A fixed rule must be sized for the hardest conditional of any input;
 The levels are Chebyshev-Lobatto panel rules on the same panels whose order
 doubles from level to level, so each level's nodes contain the previous
 level's: refining a conditional costs only the new nodes. A conditional is
-accepted at level ``k + 1`` once its energies (at the shared nodes) and its
-log-normalizer at levels ``k`` and ``k + 1`` agree within ``tol``, or once
-the error of level ``k + 1`` extrapolated from the last two changes
+accepted at level ``k + 1`` once its normalized log-density ``E - log Z`` at
+the nodes it shares with level ``k`` changed by at most ``tol``, or once the
+error of level ``k + 1`` extrapolated from the last two changes
 (``change_{k+1}**2 / change_k``, while changes shrink) is within ``tol``.
 The decision uses the whole energy function on the window, never
 the point being scored, so each conditional density is the quadrature
@@ -53,8 +53,9 @@ class AdaptiveRule:
         previous (so that the nodes nest). With 16 panels the levels have
         65, 129, 257, 513 and 1025 nodes.
     tol : float, default=1e-6
-        Largest change in any energy or in ``log Z`` (nats) between two
-        levels at which a conditional is accepted at the finer one.
+        Largest estimated error (nats) of the log-density at the nodes at
+        which a conditional is accepted (see the module docstring; the
+        estimators use 1e-5).
     """
 
     n_panels: int = 16

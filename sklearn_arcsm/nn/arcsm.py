@@ -249,16 +249,19 @@ class ARCSM(nn.Module):
         conditioning: torch.Tensor,
         sigma: torch.Tensor,
         rule: quadrature.PanelRule | int,
+        head: nn.Module | None = None,
     ) -> torch.Tensor:
         """Window-coordinate scores at the nodes: ``(batch, D, n_points)``.
 
         ``conditioning`` is ``(batch, D, C)`` from :meth:`conditioner`. The
         head's input layer sees the grid without a batch axis, so its
-        features are computed once and broadcast over the batch.
+        features are computed once and broadcast over the batch. ``head``
+        (default: the module's own) evaluates the scores, in its own dtype.
         """
         bias = self.unpack(conditioning)[0]
         grid = self.grid(rule).to(bias.dtype)
-        return self.head(bias[:, :, None, :], grid[None], sigma)
+        head = self.head if head is None else head
+        return _head_scores(head, bias[:, :, None, :], grid[None], sigma)
 
     def log_prob(
         self,
@@ -312,10 +315,7 @@ class ARCSM(nn.Module):
             log_p = log_p.view(n_rows, n_features)
         else:
             rule = quadrature.as_rule(rule)
-            bias = self.unpack(conditioning)[0]
-            grid = self.grid(rule).to(bias.dtype)
-            head = self.head if head is None else head
-            scores = _head_scores(head, bias[:, :, None, :], grid[None], sigma)
+            scores = self.grid_scores(conditioning, sigma, rule, head)
             log_p = rule.log_density(
                 v, scores.to(x.dtype), lower, upper, self.tail_scale
             )
