@@ -17,18 +17,18 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 from skorch.callbacks import EarlyStopping, ProgressBar
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from skorch.utils import noop
 
 from sklearn_arcsm import quadrature
+from sklearn_arcsm._inference import FittedModelMixin
 from sklearn_arcsm._skorch import TRAIN_LIKELIHOOD_CELLS, CSMNet, FiniteLossGuard
 from sklearn_arcsm.adaptive import AdaptiveRule
 from sklearn_arcsm.callbacks import EstimatorCheckpoint
 from sklearn_arcsm.nn import ARCSM
-from sklearn_arcsm.sampling import annealed_langevin_sample, inverse_cdf_sample
 
 # Window margin and Gaussian tail width, in standardized units: the model's
 # quadrature window is the training range widened by WINDOW_PAD on each side.
@@ -43,11 +43,6 @@ TAIL_SCALE = 1.0
 # Format 3 added the fitted quadrature rule `quadrature_`; older fits load
 # with the Simpson rule of their `n_quadrature` cells, as they were scored.
 PERSISTENCE_FORMAT = 3
-# Rows per chunk at inference are chosen so that one (rows, D, nodes, K)
-# head tensor at the 129 nodes of the adaptive rule's second level holds
-# about this many elements (8 MiB of float32): small enough to stay in
-# cache, which measured 3 to 5 times faster than 2**23-element chunks.
-QUADRATURE_BUDGET = 2**21
 # Tolerance of the adaptive rule (n_quadrature="auto"), in nats per
 # conditional: the estimated error of the level a conditional is accepted at
 # (see sklearn_arcsm.adaptive). Measured against a 2049-node float64
@@ -64,13 +59,6 @@ def _package_version() -> str:
     from sklearn_arcsm import __version__
 
     return __version__
-
-
-def _is_integer_at_least(value, minimum: int) -> bool:
-    """An integer (not a bool) of at least ``minimum``."""
-    return (
-        isinstance(value, Integral) and not isinstance(value, bool) and value >= minimum
-    )
 
 
 def _mean_and_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +102,7 @@ def default_hidden_sizes(n_features: int, backbone: str = "made") -> tuple[int, 
     return (width, width)
 
 
-class BaseCSMEstimator(BaseEstimator):
+class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     """Base class of the AR-CSM estimators (private).
 
     Holds the constructor, parameter constraints, and the fit machinery that
@@ -520,165 +508,6 @@ class BaseCSMEstimator(BaseEstimator):
                 raise FloatingPointError(
                     f"parameter {name!r} is non-finite after training; lower `lr`."
                 )
-
-    # ------------------------------------------------------------------
-    # Inference helpers
-    # ------------------------------------------------------------------
-    def _inference_modules(self) -> tuple[ARCSM, torch.nn.Module]:
-        """The fitted module for inference: a float64 copy and a float32 head.
-
-        The context network, the affine layer and all quadrature arithmetic
-        run in float64, so that results do not depend on how rows are
-        batched (scikit-learn checks this at 1e-7); the score head, which
-        holds nearly all of the work, runs in float32 (row by row the same
-        in any batch; 7e-6 nats per row at most on fitted digits models).
-        Built when the model is committed or loaded, not pickled.
-        """
-        cache = getattr(self, "_inference_cache", None)
-        if cache is None or cache[0] != self._module_key():
-            # The module was replaced or changed in place since it was
-            # committed: build afresh (inference must not change __dict__).
-            cache = self._build_inference_cache(store=False)
-        return cache[1], cache[2]
-
-    def _module_key(self) -> tuple:
-        # Every in-place change of a tensor bumps its version counter.
-        return (id(self.module_),) + tuple(
-            t._version for t in self.module_.state_dict(keep_vars=True).values()
-        )
-
-    def _build_inference_cache(self, store: bool = True):
-        module = copy.deepcopy(self.module_).to(
-            device=self.device_, dtype=torch.float64
-        )
-        module.eval().requires_grad_(False)
-        head = copy.deepcopy(self.module_.head).to(
-            device=self.device_, dtype=torch.float32
-        )
-        head.eval().requires_grad_(False)
-        cache = (self._module_key(), module, head)
-        if store:
-            self._inference_cache = cache
-        return cache
-
-    def _inference_module(self) -> ARCSM:
-        """A float64 copy of the trained module, in eval mode (cached)."""
-        return self._inference_modules()[0]
-
-    def _standardize(self, X) -> torch.Tensor:
-        X = validate_data(self, X, reset=False, dtype=np.float64)
-        Z = (X - self.mean_) / self.scale_
-        return torch.as_tensor(Z, dtype=torch.float64, device=self.device_)
-
-    def _rows_per_chunk(self) -> int:
-        width = self.module_.head.input_layer.out_features
-        per_row = self.n_features_in_ * 129 * width
-        return max(1, QUADRATURE_BUDGET // per_row)
-
-    def _log_density_standardized(self, Z: torch.Tensor) -> np.ndarray:
-        """Per-sample log-density in standardized units, float64, chunked."""
-        module, head = self._inference_modules()
-        sigma = torch.tensor(
-            self.noise_levels_[-1], dtype=torch.float64, device=Z.device
-        )
-        chunk = self._rows_per_chunk()
-        with torch.no_grad():
-            parts = [
-                module.log_prob(Z[i : i + chunk], sigma, self.quadrature_, head=head)
-                for i in range(0, Z.shape[0], chunk)
-            ]
-        return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
-
-    def _log_det_scale(self) -> float:
-        return float(np.sum(np.log(self.scale_)))
-
-    def sample(
-        self,
-        n_samples=1,
-        random_state=None,
-        *,
-        method="inverse_cdf",
-        n_steps=200,
-        step_size=None,
-    ):
-        """Draw samples from the fitted model.
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-            Number of samples.
-        random_state : int, RandomState instance or None, default=None
-            Seeds the draw.
-        method : {"inverse_cdf", "langevin"}, default="inverse_cdf"
-            ``"inverse_cdf"``: exact draws from each 1-D conditional by
-            inverting its CDF on the quadrature grid. ``"langevin"``: the
-            paper's annealed autoregressive Langevin dynamics; it needs
-            every noise level trained, so a model fitted with
-            ``objective="nll"`` (the ARCSMDensity default) refuses it.
-        n_steps : int, default=200
-            Langevin steps per noise level (``method="langevin"`` only).
-        step_size : float, default=None
-            Langevin step at the smallest level; None means
-            ``0.5 * noise_levels_[-1] ** 2`` (see
-            :func:`sklearn_arcsm.sampling.annealed_langevin_sample` for the
-            measurement behind both defaults).
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, `n_features_in_`)
-            In the units of the training data.
-        """
-        check_is_fitted(self)
-        if not _is_integer_at_least(n_samples, 0):
-            raise ValueError(
-                f"n_samples must be a non-negative integer; got {n_samples!r}."
-            )
-        if method not in ("inverse_cdf", "langevin"):
-            raise ValueError(
-                f"method must be 'inverse_cdf' or 'langevin'; got {method!r}."
-            )
-        if method == "langevin" and self.objective_ == "nll":
-            raise ValueError(
-                "method='langevin' anneals through the noise levels, which only "
-                "CSM trains; this model was fitted with objective_='nll' (exact "
-                "maximum likelihood, the ARCSMDensity default). Use "
-                "method='inverse_cdf' (exact draws from the fitted density), or "
-                "fit with objective='csm+nll' or 'csm' to sample by Langevin."
-            )
-        if method == "langevin":
-            if not _is_integer_at_least(n_steps, 1):
-                raise ValueError(
-                    f"n_steps must be a positive integer; got {n_steps!r} "
-                    "(0 steps would return the starting draws unchanged)."
-                )
-            if step_size is not None and not (
-                isinstance(step_size, Real) and np.isfinite(step_size) and step_size > 0
-            ):
-                raise ValueError(
-                    f"step_size must be a positive number or None; got {step_size!r}."
-                )
-        if n_samples == 0:
-            return np.zeros((0, self.n_features_in_))
-        seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
-        generator = torch.Generator(device=self.device_).manual_seed(seed)
-        module, head = self._inference_modules()
-        levels = torch.as_tensor(
-            self.noise_levels_, dtype=torch.float64, device=self.device_
-        )
-        if method == "inverse_cdf":
-            Z = inverse_cdf_sample(
-                module, n_samples, levels[-1], self.quadrature_, generator, head
-            )
-        else:
-            Z = annealed_langevin_sample(
-                module,
-                n_samples,
-                levels,
-                n_steps=n_steps,
-                step_size=step_size,
-                generator=generator,
-            )
-        return Z.cpu().numpy() * self.scale_ + self.mean_
 
     def __getstate__(self):
         # A copy: scikit-learn returns the live __dict__ for non-sklearn classes.

@@ -14,7 +14,7 @@ import torch
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.adaptive import AdaptiveRule
 
-__all__ = ["annealed_langevin_sample", "inverse_cdf_sample"]
+__all__ = ["annealed_langevin_sample", "draw_dimension", "inverse_cdf_sample"]
 
 
 @torch.no_grad()
@@ -58,31 +58,62 @@ def inverse_cdf_sample(
     # Keep u away from 0 and 1, where the tail inversion would return +-inf.
     eps = torch.finfo(dtype).eps
     uniform = uniform.clamp(eps, 1.0 - eps)
-    if not isinstance(rule, AdaptiveRule):
-        rule = quadrature.as_rule(rule)
-    lower, upper = model.lower.to(dtype), model.upper.to(dtype)
     for d in range(n_features):
         conditioning = model.conditioner(x)[:, d]
-        lo, hi = lower[d].expand(n_samples), upper[d].expand(n_samples)
-        score_fn = model.score_function(
-            conditioning, sigma, head, dims=torch.zeros_like(x[:, 0], dtype=torch.long)
+        x[:, d] = draw_dimension(
+            model, conditioning, d, uniform[:, d], sigma, rule, head
         )
-        u = uniform[:, d]
-        # The quadrature lives in the conditional's window coordinates.
-        if isinstance(rule, AdaptiveRule):
-
-            def finish(level, index, scores, u=u, lo=lo, hi=hi):
-                return level.inverse_cdf(
-                    u[index], scores, lo[index], hi[index], model.tail_scale
-                )
-
-            v = rule.evaluate(score_fn, lo, hi, model.tail_scale, finish)
-        else:
-            index = torch.arange(n_samples, device=device)
-            scores = score_fn(index, rule.points(lo, hi)).to(dtype)
-            v = rule.inverse_cdf(u, scores, lo, hi, model.tail_scale)
-        x[:, d] = model.from_window(conditioning, v)
     return x
+
+
+def draw_dimension(
+    model: torch.nn.Module,
+    conditioning: torch.Tensor,
+    d: int,
+    uniform: torch.Tensor,
+    sigma: torch.Tensor,
+    rule: quadrature.PanelRule | AdaptiveRule | int,
+    head: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """Invert the CDF of ``p(x_d | x_<d)`` at ``uniform``, one value per row.
+
+    Parameters
+    ----------
+    model : sklearn_arcsm.nn.ARCSM
+    conditioning : torch.Tensor of shape (n, C)
+        Row ``i``'s conditioning of dimension ``d`` (from
+        ``model.conditioner``).
+    d : int
+        The dimension drawn (it fixes the window).
+    uniform : torch.Tensor of shape (n,)
+        Probabilities in ``(0, 1)``, in the model's dtype.
+    sigma, rule, head
+        As in :func:`inverse_cdf_sample`.
+
+    Returns
+    -------
+    x_d : torch.Tensor of shape (n,), standardized units
+    """
+    n = uniform.shape[0]
+    lower = model.lower[d].to(uniform.dtype).expand(n)
+    upper = model.upper[d].to(uniform.dtype).expand(n)
+    dims = torch.zeros(n, dtype=torch.long, device=uniform.device)
+    score_fn = model.score_function(conditioning, sigma, head, dims=dims)
+    # The quadrature lives in the conditional's window coordinates.
+    if isinstance(rule, AdaptiveRule):
+
+        def finish(level, index, scores):
+            return level.inverse_cdf(
+                uniform[index], scores, lower[index], upper[index], model.tail_scale
+            )
+
+        v = rule.evaluate(score_fn, lower, upper, model.tail_scale, finish)
+    else:
+        rule = quadrature.as_rule(rule)
+        index = torch.arange(n, device=uniform.device)
+        scores = score_fn(index, rule.points(lower, upper)).to(uniform.dtype)
+        v = rule.inverse_cdf(uniform, scores, lower, upper, model.tail_scale)
+    return model.from_window(conditioning, v)
 
 
 @torch.no_grad()

@@ -11,7 +11,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sklearn_arcsm._base as base
+import sklearn_arcsm._inference as _inference
 from sklearn_arcsm import ARCSMDensity
 from tests.conftest import examples
 
@@ -21,12 +21,12 @@ N_EXAMPLES = examples(25)
 @contextlib.contextmanager
 def quadrature_budget(budget):
     """Temporarily shrink the per-chunk element budget of score_samples."""
-    old = base.QUADRATURE_BUDGET
-    base.QUADRATURE_BUDGET = budget
+    old = _inference.QUADRATURE_BUDGET
+    _inference.QUADRATURE_BUDGET = budget
     try:
         yield
     finally:
-        base.QUADRATURE_BUDGET = old
+        _inference.QUADRATURE_BUDGET = old
 
 
 @st.composite
