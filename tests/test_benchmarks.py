@@ -57,3 +57,38 @@ def test_inference_benchmark_quick_mode_writes_its_tables(tmp_path):
     assert "NSF score s" in table and "adaptive (default)" in table
     assert "| 4 | chebyshev 8 panels |" in result.stdout
     assert (tmp_path / "inference.json").stat().st_size > 0
+
+
+def test_outlier_benchmark_quick_mode_writes_its_table(tmp_path):
+    subprocess.run(
+        [sys.executable, "benchmarks/bench_outliers.py", "--quick"]
+        + ["--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    table = (tmp_path / "outliers.md").read_text()
+    for method in ("arcsm", "arcsm_csm_statistic", "gmm", "kde", "iforest", "maf"):
+        assert f"| {method} |" in table, method
+    header = next(line for line in table.splitlines() if line.startswith("| method"))
+    for ood in ("uniform", "constant", "permuted", "flipped"):
+        assert f" {ood} |" in header, ood
+    assert (tmp_path / "outliers.json").stat().st_size > 0
+
+
+def test_restoration_benchmark_quick_mode_writes_its_tables(tmp_path):
+    subprocess.run(
+        [sys.executable, "benchmarks/bench_restoration.py", "--quick"]
+        + ["--output-dir", str(tmp_path)],
+        cwd=ROOT,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    table = (tmp_path / "restoration.md").read_text()
+    for method in ("arcsm_tweedie", "gaussian_filter", "pca", "gmm_tweedie"):
+        assert f"| {method} |" in table, method
+    for mask in ("lower_half", "random"):
+        assert f"| {mask} | arcsm |" in table, mask
+    assert (tmp_path / "restoration.json").stat().st_size > 0
