@@ -93,11 +93,12 @@ def default_hidden_sizes(n_features: int, backbone: str = "made") -> tuple[int, 
 
     MADE: two hidden layers of width ``clip(2 D, 128, 1024)``, wide enough to
     carry every autoregressive degree up to ``D = 512`` and MNIST's 784
-    pixels, small enough to train on a CPU. PixelCNN: three masked layers of
-    32 channels.
+    pixels, small enough to train on a CPU. Gated PixelCNN: four gated layers
+    of 32 channels (with 5x5 kernels, a receptive field of 8 rows up and 8
+    columns each side: all of a digits image).
     """
-    if backbone == "pixelcnn":
-        return (32, 32, 32)
+    if isinstance(backbone, str) and backbone == "pixelcnn":
+        return (32, 32, 32, 32)
     width = int(min(1024, max(128, 2 * n_features)))
     return (width, width)
 
@@ -116,9 +117,10 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     _default_objective: str = "csm"
 
     _parameter_constraints: dict = {
-        "backbone": [StrOptions({"made", "pixelcnn"})],
+        "backbone": [StrOptions({"made", "pixelcnn"}), callable],
         "image_shape": [None, tuple, list],
         "hidden_layer_sizes": [StrOptions({"auto"}), "array-like"],
+        "kernel_size": [Interval(Integral, 1, None, closed="left")],
         "context_size": [Interval(Integral, 1, None, closed="left")],
         "head_layer_sizes": ["array-like"],
         "n_frequencies": [Interval(Integral, 0, None, closed="left")],
@@ -148,6 +150,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         backbone="made",
         image_shape=None,
         hidden_layer_sizes="auto",
+        kernel_size=5,
         context_size=8,
         head_layer_sizes=(32, 32),
         n_frequencies=6,
@@ -170,6 +173,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         self.backbone = backbone
         self.image_shape = image_shape
         self.hidden_layer_sizes = hidden_layer_sizes
+        self.kernel_size = kernel_size
         self.context_size = context_size
         self.head_layer_sizes = head_layer_sizes
         self.n_frequencies = n_frequencies
@@ -232,22 +236,29 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     def _resolve_objective(self) -> str:
         return self._default_objective if self.objective == "auto" else self.objective
 
-    def _resolve_image_shape(self, n_features: int) -> tuple[int, int] | None:
-        if self.backbone != "pixelcnn":
+    def _resolve_image_shape(self, n_features: int) -> tuple[int, ...] | None:
+        """``(channels, height, width)`` for the PixelCNN; None otherwise."""
+        if not (isinstance(self.backbone, str) and self.backbone == "pixelcnn"):
             return None
+        if self.kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd; got {self.kernel_size}.")
         if self.image_shape is None:
             side = int(round(np.sqrt(n_features)))
             if side * side != n_features:
                 raise ValueError(
-                    f"backbone='pixelcnn' needs image_shape=(height, width): "
-                    f"{n_features} features are not a square image."
+                    f"backbone='pixelcnn' needs image_shape=(height, width) or "
+                    f"(channels, height, width): {n_features} features are not a "
+                    "square grayscale image."
                 )
-            return (side, side)
+            return (1, side, side)
         shape = tuple(int(v) for v in self.image_shape)
-        if len(shape) != 2 or shape[0] * shape[1] != n_features:
+        if len(shape) == 2:
+            shape = (1,) + shape
+        if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != n_features:
             raise ValueError(
                 f"image_shape={self.image_shape!r} does not match {n_features} "
-                "features; height * width must equal n_features."
+                "features: give (height, width) or (channels, height, width) of "
+                "positive sizes whose product is n_features."
             )
         return shape
 
@@ -449,6 +460,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             module__n_frequencies=self.n_frequencies,
             module__backbone=self.backbone,
             module__image_shape=self._resolve_image_shape(n_features),
+            module__kernel_size=self.kernel_size,
             criterion=torch.nn.Module,
             optimizer=torch.optim.Adam,
             lr=self.lr,
@@ -499,7 +511,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
 
     @staticmethod
     def _module_hidden_sizes(net) -> tuple[int, ...]:
-        return net.module_.context_net.hidden_sizes
+        # A user's own backbone need not say.
+        return getattr(net.module_.context_net, "hidden_sizes", None)
 
     @staticmethod
     def _check_finite_weights(module: torch.nn.Module) -> None:
@@ -531,6 +544,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                 f"({_package_version()}) reads formats up to {PERSISTENCE_FORMAT}. "
                 "Upgrade sklearn_arcsm to load it, or refit."
             )
+        # Estimators saved before kernel_size existed used no such parameter
+        # (their PixelCNN, if any, is pickled with its module): the default.
+        state.setdefault("kernel_size", 5)
         if saved < 3 and "net_" in state:
             # Older fits were scored with the Simpson rule of n_quadrature
             # cells: keep scoring them exactly so.

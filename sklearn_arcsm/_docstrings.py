@@ -20,6 +20,7 @@ PARAMETER_ORDER = (
     "backbone",
     "image_shape",
     "hidden_layer_sizes",
+    "kernel_size",
     "context_size",
     "head_layer_sizes",
     "n_frequencies",
@@ -55,21 +56,36 @@ SHARED_PARAMETERS = {
         conditional). The resolved rule is ``quadrature_``.
 """,
     "backbone": """\
-    backbone : {"made", "pixelcnn"}, default="made"
+    backbone : {"made", "pixelcnn"} or callable, default="made"
         Context network. ``"made"``: masked autoencoder, for vectors.
-        ``"pixelcnn"``: masked convolutions over images flattened in raster
-        order (row by row), for image data.
+        ``"pixelcnn"``: a gated PixelCNN (vertical and horizontal stacks, no
+        blind spot; :class:`~sklearn_arcsm.nn.GatedPixelCNN`) over images
+        flattened in raster order, row by row and, within a pixel, channel by
+        channel. A callable: ``backbone(n_features, context_size)`` returns a
+        ``torch.nn.Module`` mapping ``(batch, n_features)`` to ``(batch,
+        n_features, context_size)`` autoregressively (a module class with
+        that signature works); ``fit`` checks it for leaks
+        (:func:`~sklearn_arcsm.nn.check_context_network`).
 """,
     "image_shape": """\
     image_shape : tuple of int, default=None
-        ``(height, width)`` of the flattened images, for
-        ``backbone="pixelcnn"``; None means square images.
+        ``(height, width)`` or ``(channels, height, width)`` of the images,
+        for ``backbone="pixelcnn"``; None means square grayscale images. Rows
+        of ``X`` are images of shape ``(height, width, channels)`` flattened
+        (for an ``(n, C, H, W)`` array: ``images.transpose(0, 2, 3,
+        1).reshape(n, -1)``).
 """,
     "hidden_layer_sizes": """\
     hidden_layer_sizes : "auto" or tuple of int, default="auto"
-        Hidden widths of the context network (channel counts for
-        ``"pixelcnn"``). ``"auto"``: for MADE two layers of width
-        ``clip(2 * n_features, 128, 1024)``; for PixelCNN ``(32, 32, 32)``.
+        Hidden widths of the context network. For ``"pixelcnn"``, one entry
+        per gated layer, all equal (the channels of each stack, a multiple of
+        the image's channels). ``"auto"``: for MADE two layers of width
+        ``clip(2 * n_features, 128, 1024)``; for PixelCNN ``(32, 32, 32, 32)``.
+""",
+    "kernel_size": """\
+    kernel_size : int, default=5
+        Odd convolution width of ``backbone="pixelcnn"`` (its vertical
+        convolutions cover ``kernel_size // 2 + 1`` rows); ignored otherwise.
 """,
     "context_size": """\
     context_size : int, default=8
@@ -180,8 +196,10 @@ SHARED_ATTRIBUTES = {
         ``n_quadrature`` apply at the next fit).
 """,
     "hidden_layer_sizes_": """\
-    hidden_layer_sizes_ : tuple of int
-        Resolved hidden widths of the context network.
+    hidden_layer_sizes_ : tuple of int or None
+        Resolved hidden widths of the context network (channels per gated
+        layer for the PixelCNN); None for a backbone of the user's own that
+        has no ``hidden_sizes`` attribute.
 """,
     "device_": """\
     device_ : str

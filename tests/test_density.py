@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 from scipy.integrate import trapezoid
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
@@ -344,6 +345,69 @@ def test_pixelcnn_backbone_fits_digits_end_to_end():
         ARCSMDensity(backbone="pixelcnn", image_shape=(4, 4), **params).fit(X)
     with pytest.raises(ValueError, match="square"):
         ARCSMDensity(backbone="pixelcnn", **params).fit(X[:, :10])
+
+
+def test_pixelcnn_takes_channels_and_checks_its_sizes():
+    # A 3-channel 2 x 3 image: 18 features, ordered pixel by pixel.
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(120, 18))
+    params = {**CHEAP_PARAMS, "hidden_layer_sizes": (6, 6), "random_state": 0}
+    est = ARCSMDensity(backbone="pixelcnn", image_shape=(3, 2, 3), **params).fit(X)
+    assert est.module_.context_net.image_shape == (3, 2, 3)
+    assert np.all(np.isfinite(est.score_samples(X[:4])))
+    with pytest.raises(ValueError, match="one channel count"):
+        ARCSMDensity(
+            backbone="pixelcnn",
+            image_shape=(3, 2, 3),
+            **{**params, "hidden_layer_sizes": (6, 12)},
+        ).fit(X)
+    with pytest.raises(ValueError, match="multiple"):
+        ARCSMDensity(
+            backbone="pixelcnn",
+            image_shape=(3, 2, 3),
+            **{**params, "hidden_layer_sizes": (4, 4)},
+        ).fit(X)
+    with pytest.raises(ValueError, match="odd"):
+        ARCSMDensity(
+            backbone="pixelcnn", image_shape=(3, 2, 3), kernel_size=4, **params
+        ).fit(X)
+    with pytest.raises(ValueError, match="product is n_features"):
+        ARCSMDensity(backbone="pixelcnn", image_shape=(2, 2, 3), **params).fit(X)
+
+
+class _OwnBackbone(torch.nn.Module):
+    """A user's context network: a MADE behind a module of their own."""
+
+    def __init__(self, n_features, context_size):
+        super().__init__()
+        from sklearn_arcsm.nn import MADE
+
+        self.made = MADE(n_features, (16,), context_size)
+
+    def forward(self, x):
+        return self.made(x)
+
+
+class _LeakyBackbone(torch.nn.Module):
+    def __init__(self, n_features, context_size):
+        super().__init__()
+        self.linear = torch.nn.Linear(n_features, n_features * context_size)
+        self.context_size = context_size
+
+    def forward(self, x):
+        return self.linear(x).view(x.shape[0], x.shape[1], self.context_size)
+
+
+def test_a_users_own_backbone_is_accepted_and_leaks_are_refused(moons):
+    params = {**CHEAP_PARAMS, "random_state": 0}
+    est = ARCSMDensity(backbone=_OwnBackbone, **params).fit(moons)
+    assert isinstance(est.module_.context_net, _OwnBackbone)
+    assert np.all(np.isfinite(est.score_samples(moons[:5])))
+    clone(est).fit(moons)  # the class, not an instance, is the parameter
+    leaky = ARCSMDensity(backbone=_LeakyBackbone, **params)
+    with pytest.raises(ValueError, match="not autoregressive"):
+        leaky.fit(moons)
+    assert not hasattr(leaky, "module_")
 
 
 @pytest.mark.parametrize("objective", ["nll", "csm+nll"])

@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 from sklearn_arcsm.nn import (
     ARCSM,
     MADE,
+    GatedPixelCNN,
     GaussianMADE,
     MaskedConv2d,
     PixelCNN,
+    check_context_network,
     made_masks,
 )
 from tests.conftest import examples
@@ -267,6 +269,86 @@ def test_pixelcnn_sees_its_neighbours():
     jac = _jacobian(lambda v: net(v[None])[0], x)
     d = 2 * 6 + 3  # row 2, column 3
     assert torch.all(jac[d, :, [d - 1, d - 6, d - 7, d - 5]].abs().sum(0) > 0)
+
+
+def test_the_old_masked_stack_has_a_blind_spot():
+    # Why the gated design replaced it: pixels up-right of d never reach d's
+    # context, however deep the stack.
+    torch.manual_seed(0)
+    net = PixelCNN((6, 6), (8, 8, 8, 8), 2).double()
+    jac = _jacobian(lambda v: net(v[None])[0], torch.randn(36, dtype=torch.float64))
+    d = 3 * 6 + 1  # row 3, column 1
+    up_right = 2 * 6 + 5  # row 2, column 5: earlier in raster order
+    assert torch.all(jac[d, :, up_right] == 0)
+
+
+GATED_SHAPES = [(1, 5, 7), (3, 4, 5), (2, 6, 3), (1, 1, 6), (4, 2, 2), (1, 7, 1)]
+
+
+@pytest.mark.parametrize("shape", GATED_SHAPES, ids=str)
+@pytest.mark.parametrize("kernel_size", [3, 5])
+def test_gated_pixelcnn_is_autoregressive_without_blind_spots(shape, kernel_size):
+    # (a) The context of dimension d has exactly zero gradient with respect
+    # to every dimension >= d; (b) every earlier dimension within the
+    # receptive field reaches it. Dimensions are raster over pixels and,
+    # within a pixel, channel by channel: d = (row * W + col) * C + channel.
+    torch.manual_seed(0)
+    n_colors, height, width = shape
+    net = GatedPixelCNN(shape, 2 * n_colors, 3, kernel_size=kernel_size).double()
+    n = n_colors * height * width
+    jac = _jacobian(lambda v: net(v[None])[0], torch.randn(n, dtype=torch.float64))
+    assert jac.shape == (n, 3, n)
+    reach = net.n_layers * (kernel_size // 2)
+
+    def position(d):
+        pixel, channel = divmod(d, n_colors)
+        return divmod(pixel, width) + (channel,)
+
+    for d in range(n):
+        assert torch.all(jac[d, :, d:] == 0), f"dimension {d} sees itself or later"
+        row, col, _ = position(d)
+        for k in range(d):
+            k_row, k_col, _ = position(k)
+            in_field = (
+                row - k_row <= reach
+                and abs(col - k_col) <= reach
+                and (k_row < row or col - k_col <= reach)
+            )
+            if in_field:
+                assert jac[d, :, k].abs().sum() > 0, f"dimension {d} is blind to {k}"
+
+
+def test_gated_pixelcnn_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="odd"):
+        GatedPixelCNN((4, 4), 8, 2, kernel_size=4)
+    with pytest.raises(ValueError, match="multiple"):
+        GatedPixelCNN((3, 4, 4), 8, 2)
+    with pytest.raises(ValueError, match="image_shape"):
+        GatedPixelCNN((4,), 8, 2)
+    with pytest.raises(ValueError, match="n_layers"):
+        GatedPixelCNN((4, 4), 8, 2, n_layers=0)
+
+
+class _Leaky(torch.nn.Module):
+    """A 'context network' whose context of d sees x_d: a leak."""
+
+    def __init__(self, n_features, context_size):
+        super().__init__()
+        self.linear = torch.nn.Linear(1, context_size)
+
+    def forward(self, x):
+        return self.linear(x[..., None])
+
+
+def test_context_network_check_catches_leaks_and_wrong_shapes():
+    check_context_network(MADE(5, (16,), 3), 5, 3)  # a proper one passes
+    check_context_network(GatedPixelCNN((2, 2, 3), 4, 3), 12, 3)
+    with pytest.raises(ValueError, match="not autoregressive.*dimension 0 depends"):
+        check_context_network(_Leaky(5, 3), 5, 3)
+    with pytest.raises(ValueError, match=r"returned shape \(2, 5, 4\)"):
+        check_context_network(MADE(5, (16,), 4), 5, 3)
+    with pytest.raises(ValueError, match="torch.nn.Module"):
+        check_context_network(lambda x: x, 5, 3)
 
 
 def test_masked_conv_refuses_bad_arguments():

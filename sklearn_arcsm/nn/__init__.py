@@ -3,8 +3,8 @@
 Nothing here imports scikit-learn or skorch.
 """
 
-from sklearn_arcsm.nn.arcsm import ARCSM
-from sklearn_arcsm.nn.conv import MaskedConv2d, PixelCNN
+from sklearn_arcsm.nn.arcsm import ARCSM, check_context_network
+from sklearn_arcsm.nn.conv import GatedPixelCNN, MaskedConv2d, PixelCNN
 from sklearn_arcsm.nn.gaussian_made import GaussianMADE
 from sklearn_arcsm.nn.made import MADE, MaskedLinear, made_masks
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
@@ -12,10 +12,12 @@ from sklearn_arcsm.nn.score_head import ConditionalScoreHead
 __all__ = [
     "ARCSM",
     "ConditionalScoreHead",
+    "GatedPixelCNN",
     "GaussianMADE",
     "MADE",
     "MaskedConv2d",
     "MaskedLinear",
     "PixelCNN",
+    "check_context_network",
     "made_masks",
 ]

@@ -30,6 +30,7 @@ quadrature grid resolves it. Both start at the identity (``m = 0, a = 1``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -37,11 +38,11 @@ from torch import nn
 
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.adaptive import AdaptiveRule
-from sklearn_arcsm.nn.conv import PixelCNN
+from sklearn_arcsm.nn.conv import GatedPixelCNN
 from sklearn_arcsm.nn.made import MADE
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
 
-__all__ = ["ARCSM"]
+__all__ = ["ARCSM", "check_context_network"]
 
 # The log-scale of the affine layer is squashed into [-B, B] (scales from
 # e^-5 = 0.007 to e^5 = 148 standardized units): wide enough for Neal's
@@ -69,13 +70,18 @@ class ARCSM(nn.Module):
         ``rho``: width of the Gaussian tails outside the window.
     n_frequencies : int, default=6
         Fourier frequencies of the head's scalar encoding.
-    backbone : {"made", "pixelcnn"} or nn.Module, default="made"
-        Context network: a :class:`MADE` with ``hidden_sizes``, a
-        :class:`PixelCNN` with ``hidden_sizes`` as channel counts (needs
-        ``image_shape``), or any module mapping ``(batch, D)`` to
-        ``(batch, D, H)`` autoregressively.
+    backbone : {"made", "pixelcnn"}, nn.Module or callable, default="made"
+        Context network: a :class:`MADE` with ``hidden_sizes``; a
+        :class:`GatedPixelCNN` with ``len(hidden_sizes)`` layers of
+        ``hidden_sizes[0]`` channels (all equal; needs ``image_shape``); a
+        module mapping ``(batch, D)`` to ``(batch, D, H)`` autoregressively;
+        or a callable ``backbone(n_features, context_size)`` that builds one.
+        Modules not built here are checked by :func:`check_context_network`.
     image_shape : tuple of int, optional
-        ``(height, width)`` for ``backbone="pixelcnn"``.
+        ``(height, width)`` or ``(channels, height, width)`` for
+        ``backbone="pixelcnn"``.
+    kernel_size : int, default=5
+        Convolution width of ``backbone="pixelcnn"``.
     affine : bool, default=True
         Read a location and a scale per conditional off the context and
         define the score-based density in the standardized coordinates they
@@ -95,25 +101,27 @@ class ARCSM(nn.Module):
         backbone: str | nn.Module = "made",
         image_shape: Sequence[int] | None = None,
         affine: bool = True,
+        kernel_size: int = 5,
     ) -> None:
         super().__init__()
         self.n_features = n_features
         self.tail_scale = float(tail_scale)
-        if backbone == "made":
+        if isinstance(backbone, str) and backbone == "made":
             self.context_net = MADE(n_features, hidden_sizes, context_size)
-        elif backbone == "pixelcnn":
-            if image_shape is None or image_shape[0] * image_shape[1] != n_features:
-                raise ValueError(
-                    f"backbone='pixelcnn' needs image_shape=(height, width) with "
-                    f"height * width == {n_features}; got {image_shape}."
-                )
-            self.context_net = PixelCNN(image_shape, hidden_sizes, context_size)
-        elif isinstance(backbone, nn.Module):
-            self.context_net = backbone
+        elif isinstance(backbone, str) and backbone == "pixelcnn":
+            self.context_net = _gated_pixelcnn(
+                n_features, hidden_sizes, context_size, image_shape, kernel_size
+            )
+        elif isinstance(backbone, nn.Module) or callable(backbone):
+            net = backbone
+            if not isinstance(backbone, nn.Module):
+                net = backbone(n_features, context_size)
+            check_context_network(net, n_features, context_size)
+            self.context_net = net
         else:
             raise ValueError(
-                "backbone must be 'made', 'pixelcnn' or an nn.Module; "
-                f"got {backbone!r}."
+                "backbone must be 'made', 'pixelcnn', an nn.Module or a callable "
+                f"that builds one; got {backbone!r}."
             )
         self.head = ConditionalScoreHead(
             n_features, context_size, head_sizes, n_frequencies
@@ -451,3 +459,87 @@ def _head_scores(head, bias, points, sigma):
     """The head at window ``points`` (inside the window: no tail continuation)."""
     dtype = head.input_layer.weight.dtype
     return head(bias.to(dtype), points.to(dtype), torch.as_tensor(sigma).to(dtype))
+
+
+def _gated_pixelcnn(n_features, hidden_sizes, context_size, image_shape, kernel_size):
+    sizes = tuple(int(c) for c in hidden_sizes)
+    if image_shape is None or math.prod(image_shape) != n_features:
+        raise ValueError(
+            "backbone='pixelcnn' needs image_shape=(height, width) or (channels, "
+            f"height, width) whose product is {n_features}; got {image_shape}."
+        )
+    if len(sizes) == 0 or len(set(sizes)) != 1:
+        raise ValueError(
+            "backbone='pixelcnn' takes one channel count for all of its gated "
+            "layers (residual connections need equal widths): hidden sizes like "
+            f"(32, 32, 32, 32); got {sizes}."
+        )
+    return GatedPixelCNN(
+        image_shape,
+        sizes[0],
+        context_size,
+        n_layers=len(sizes),
+        kernel_size=kernel_size,
+    )
+
+
+def check_context_network(
+    net: nn.Module, n_features: int, context_size: int, n_probes: int = 16
+) -> None:
+    """Check that a context network is autoregressive, cheaply.
+
+    Runs ``net`` on two random rows and, for up to ``n_probes`` dimensions
+    ``d`` (the first, the last and evenly spaced ones between), computes the
+    gradient of ``context[:, d]`` with respect to the input: it must be
+    exactly zero at every input ``>= d``. A leak found this way is certain; a
+    network that leaks only at dimensions between the probes can pass.
+
+    Parameters
+    ----------
+    net : nn.Module
+        Maps ``(batch, n_features)`` to ``(batch, n_features, context_size)``.
+    n_features, context_size : int
+    n_probes : int, default=16
+
+    Raises
+    ------
+    ValueError
+        If the output has the wrong shape or a context sees its own or a
+        later dimension.
+    """
+    if not isinstance(net, nn.Module):
+        raise ValueError(
+            f"the backbone must build a torch.nn.Module; got {type(net).__name__}."
+        )
+    param = next(net.parameters(), None)
+    dtype = torch.float32 if param is None else param.dtype
+    device = None if param is None else param.device
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, n_features, generator=generator, dtype=dtype)
+    x = x.to(device).requires_grad_(True)
+    with torch.enable_grad():
+        out = net(x)
+        expected = (2, n_features, context_size)
+        if tuple(out.shape) != expected:
+            raise ValueError(
+                f"the backbone must map (batch, {n_features}) to (batch, "
+                f"{n_features}, {context_size}); on a (2, {n_features}) input it "
+                f"returned shape {tuple(out.shape)}."
+            )
+        probes = sorted(
+            set(torch.linspace(0, n_features - 1, n_probes).round().long().tolist())
+        )
+        for d in probes:
+            (grad,) = torch.autograd.grad(
+                out[:, d].sum(), x, retain_graph=True, allow_unused=True
+            )
+            if grad is None:
+                continue
+            leaks = torch.nonzero(grad[:, d:].abs().sum(dim=0)).flatten()
+            if len(leaks):
+                raise ValueError(
+                    f"the backbone is not autoregressive: the context of dimension "
+                    f"{d} depends on input dimension {d + int(leaks[0])} (it may "
+                    "depend on dimensions < d only). Check its masks, or the order "
+                    "in which it flattens the input."
+                )
