@@ -57,7 +57,11 @@ class ARCSMOutlierDetector(OutlierMixin, BaseEstimator):
     Likelihood models can rank some outliers (constant images are the
     classic case) as more likely than the data; the per-sample CSM value of
     :class:`~sklearn_arcsm.CSMScoreEstimator` is the paper's alternative
-    statistic (its section 5.5).
+    statistic (its section 5.5). Measured on digits against uniform,
+    constant, pixel-permuted and flipped images
+    (``benchmarks/bench_outliers.py``), the exact log-density reached AUROCs
+    of 1.000, 0.996, 1.000 and 0.920 and the CSM statistic 1.000, 0.976,
+    1.000 and 0.575, so the log-density is what this detector thresholds.
 
     Examples
     --------
