@@ -25,17 +25,19 @@ test rows, nats per row) and its scoring time.
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_report import environment, markdown_table
+from bench_report import (
+    environment,
+    markdown_table,
+    standalone_arguments,
+    write_standalone,
+)
 from threadpoolctl import threadpool_limits
 
 from sklearn_arcsm import ARCSMDensity, quadrature
@@ -222,16 +224,10 @@ ERROR_COLUMNS = [
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    config = QUICK if args.quick else FULL
-    out = args.output_dir or (
-        Path(tempfile.mkdtemp(prefix="arcsm-inference-")) if args.quick else RESULTS_DIR
+    args, out = standalone_arguments(
+        __doc__.splitlines()[0], "arcsm-inference-", RESULTS_DIR, argv
     )
-    out.mkdir(parents=True, exist_ok=True)
+    config = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
     with threadpool_limits(limits=args.threads):
         env = environment()
@@ -243,19 +239,14 @@ def main(argv=None) -> int:
         + "\n\n## Quadrature error against a 2049-node reference\n\n"
         + markdown_table(errors, ERROR_COLUMNS)
     )
-    print("\n" + tables)
-    (out / "inference.md").write_text(
-        f"# Inference benchmark\n\nthreads: {args.threads}; config: "
-        f"{asdict(config)}\n\n{tables}\n"
+    write_standalone(
+        out,
+        "inference",
+        "Inference benchmark",
+        f"threads: {args.threads}; config: {asdict(config)}",
+        tables,
+        dict(environment=env, config=asdict(config), speed=speed, errors=errors),
     )
-    (out / "inference.json").write_text(
-        json.dumps(
-            dict(environment=env, config=asdict(config), speed=speed, errors=errors),
-            indent=2,
-            default=str,
-        )
-    )
-    print(f"wrote {out / 'inference.md'} and {out / 'inference.json'}")
     return 0
 
 

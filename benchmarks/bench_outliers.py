@@ -33,17 +33,20 @@ benchmark-only dependency; skipped if missing).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_report import environment, markdown_table
+from bench_report import (
+    environment,
+    markdown_table,
+    standalone_arguments,
+    write_standalone,
+)
 from scipy.stats import rankdata
 from sklearn.datasets import load_digits
 from sklearn.ensemble import IsolationForest
@@ -299,16 +302,10 @@ COLUMNS = (
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    config = QUICK if args.quick else FULL
-    out = args.output_dir or (
-        Path(tempfile.mkdtemp(prefix="arcsm-ood-")) if args.quick else RESULTS_DIR
+    args, out = standalone_arguments(
+        __doc__.splitlines()[0], "arcsm-ood-", RESULTS_DIR, argv
     )
-    out.mkdir(parents=True, exist_ok=True)
+    config = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
     with threadpool_limits(limits=args.threads):
         env = environment()
@@ -316,21 +313,15 @@ def main(argv=None) -> int:
         print(f"train {train.shape}, {len(sets['digits'])} rows per test set")
         methods = fit_methods(train, config)
         rows = auroc_rows(methods, sets)
-    table = markdown_table(rows, COLUMNS)
-    print("\n" + table)
-    (out / "outliers.md").write_text(
-        "# Out-of-distribution detection on digits (AUROC; higher is better)\n\n"
+    write_standalone(
+        out,
+        "outliers",
+        "Out-of-distribution detection on digits (AUROC; higher is better)",
         f"threads: {args.threads}; config: {asdict(config)}; train rows: "
-        f"{len(train)}, rows per test set: {len(sets['digits'])}\n\n{table}\n"
+        f"{len(train)}, rows per test set: {len(sets['digits'])}",
+        markdown_table(rows, COLUMNS),
+        dict(environment=env, config=asdict(config), rows=rows),
     )
-    (out / "outliers.json").write_text(
-        json.dumps(
-            dict(environment=env, config=asdict(config), rows=rows),
-            indent=2,
-            default=str,
-        )
-    )
-    print(f"wrote {out / 'outliers.md'} and {out / 'outliers.json'}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime
 import hashlib
@@ -9,6 +10,7 @@ import json
 import os
 import platform
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,7 +28,9 @@ __all__ = [
     "environment",
     "load_average",
     "markdown_table",
+    "standalone_arguments",
     "write_csv",
+    "write_standalone",
     "write_results",
 ]
 
@@ -229,4 +233,42 @@ def write_results(output_dir: Path, results: dict) -> list:
             path = output_dir / f"{key}.csv"
             write_csv(path, results[key])
             paths.append(path)
+    return paths
+
+
+def standalone_arguments(description: str, prefix: str, results_dir: Path, argv=None):
+    """The command line shared by the stand-alone benchmark scripts.
+
+    ``--quick`` (a smoke run), ``--threads`` (torch and BLAS threads, default
+    2) and ``--output-dir``; without it a quick run writes to a new temporary
+    folder, so that it never overwrites the committed results, and a full
+    run to ``results_dir``.
+
+    Returns
+    -------
+    args : argparse.Namespace
+    out : pathlib.Path
+        The output folder, created.
+    """
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="smoke run")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    out = args.output_dir or (
+        Path(tempfile.mkdtemp(prefix=prefix)) if args.quick else results_dir
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    return args, out
+
+
+def write_standalone(
+    out: Path, stem: str, title: str, header: str, tables: str, payload: dict
+) -> list:
+    """Print ``tables``; write ``stem.md`` (title, header, tables) and ``stem.json``."""
+    print("\n" + tables)
+    paths = [out / f"{stem}.md", out / f"{stem}.json"]
+    paths[0].write_text(f"# {title}\n\n{header}\n\n{tables}\n")
+    paths[1].write_text(json.dumps(payload, indent=2, default=str))
+    print(f"wrote {paths[0]} and {paths[1]}")
     return paths

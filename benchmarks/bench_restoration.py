@@ -42,17 +42,20 @@ on the clean training images.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from bench_report import environment, markdown_table
+from bench_report import (
+    environment,
+    markdown_table,
+    standalone_arguments,
+    write_standalone,
+)
 from scipy.ndimage import gaussian_filter
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
@@ -274,18 +277,10 @@ INPAINT_COLUMNS = (
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--output-dir", type=Path, default=None)
-    args = parser.parse_args(argv)
-    config = QUICK if args.quick else FULL
-    out = args.output_dir or (
-        Path(tempfile.mkdtemp(prefix="arcsm-restoration-"))
-        if args.quick
-        else RESULTS_DIR
+    args, out = standalone_arguments(
+        __doc__.splitlines()[0], "arcsm-restoration-", RESULTS_DIR, argv
     )
-    out.mkdir(parents=True, exist_ok=True)
+    config = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
     with threadpool_limits(limits=args.threads):
         env = environment()
@@ -297,21 +292,14 @@ def main(argv=None) -> int:
         + "\n\n## Inpainting (RMSE on the missing pixels, lower is better)\n\n"
         + markdown_table(inpaint, INPAINT_COLUMNS)
     )
-    print("\n" + tables)
-    (out / "restoration.md").write_text(
-        f"# Denoising and inpainting on digits\n\nthreads: {args.threads}; config: "
-        f"{asdict(config)}\n\n{tables}\n"
+    write_standalone(
+        out,
+        "restoration",
+        "Denoising and inpainting on digits",
+        f"threads: {args.threads}; config: {asdict(config)}",
+        tables,
+        dict(environment=env, config=asdict(config), denoise=denoise, inpaint=inpaint),
     )
-    (out / "restoration.json").write_text(
-        json.dumps(
-            dict(
-                environment=env, config=asdict(config), denoise=denoise, inpaint=inpaint
-            ),
-            indent=2,
-            default=str,
-        )
-    )
-    print(f"wrote {out / 'restoration.md'} and {out / 'restoration.json'}")
     return 0
 
 

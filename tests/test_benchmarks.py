@@ -7,14 +7,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_benchmark_command_quick_mode_writes_its_tables(tmp_path):
-    subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--output-dir", str(tmp_path)],
+def _run_quick(script: str, *extra: str) -> str:
+    """Run a benchmark script in quick mode; return its stdout."""
+    result = subprocess.run(
+        [sys.executable, script, "--quick", *extra],
         cwd=ROOT,
         check=True,
         timeout=300,
         capture_output=True,
+        text=True,
     )
+    return result.stdout
+
+
+def test_benchmark_command_quick_mode_writes_its_tables(tmp_path):
+    _run_quick("benchmarks/run.py", "--output-dir", str(tmp_path))
     for name in (
         "results.md",
         "results.json",
@@ -29,13 +36,10 @@ def test_benchmark_command_quick_mode_writes_its_tables(tmp_path):
 def test_quality_benchmark_quick_mode_writes_its_table(tmp_path):
     # Flows need zuko (the benchmarks extra); every other method runs here.
     methods = ["arcsm", "arcsm_csm", "arcsm_csm_nll", "gmm", "kde"]
-    subprocess.run(
-        [sys.executable, "benchmarks/quality/run.py", "--quick", "--targets"]
-        + ["banana", "--methods", *methods, "--output-dir", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        timeout=300,
-        capture_output=True,
+    _run_quick(
+        "benchmarks/quality/run.py",
+        *("--targets", "banana", "--methods", *methods),
+        *("--output-dir", str(tmp_path)),
     )
     table = (tmp_path / "quality.md").read_text()
     for method in methods:
@@ -44,30 +48,15 @@ def test_quality_benchmark_quick_mode_writes_its_table(tmp_path):
 
 
 def test_inference_benchmark_quick_mode_writes_its_tables(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench_inference.py", "--quick"]
-        + ["--output-dir", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        timeout=300,
-        capture_output=True,
-        text=True,
-    )
+    stdout = _run_quick("benchmarks/bench_inference.py", "--output-dir", str(tmp_path))
     table = (tmp_path / "inference.md").read_text()
     assert "NSF score s" in table and "adaptive (default)" in table
-    assert "| 4 | chebyshev 8 panels |" in result.stdout
+    assert "| 4 | chebyshev 8 panels |" in stdout
     assert (tmp_path / "inference.json").stat().st_size > 0
 
 
 def test_outlier_benchmark_quick_mode_writes_its_table(tmp_path):
-    subprocess.run(
-        [sys.executable, "benchmarks/bench_outliers.py", "--quick"]
-        + ["--output-dir", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
+    _run_quick("benchmarks/bench_outliers.py", "--output-dir", str(tmp_path))
     table = (tmp_path / "outliers.md").read_text()
     for method in ("arcsm", "arcsm_csm_statistic", "gmm", "kde", "iforest", "maf"):
         assert f"| {method} |" in table, method
@@ -78,17 +67,19 @@ def test_outlier_benchmark_quick_mode_writes_its_table(tmp_path):
 
 
 def test_restoration_benchmark_quick_mode_writes_its_tables(tmp_path):
-    subprocess.run(
-        [sys.executable, "benchmarks/bench_restoration.py", "--quick"]
-        + ["--output-dir", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        timeout=300,
-        capture_output=True,
-    )
+    _run_quick("benchmarks/bench_restoration.py", "--output-dir", str(tmp_path))
     table = (tmp_path / "restoration.md").read_text()
     for method in ("arcsm_tweedie", "gaussian_filter", "pca", "gmm_tweedie"):
         assert f"| {method} |" in table, method
     for mask in ("lower_half", "random"):
         assert f"| {mask} | arcsm |" in table, mask
     assert (tmp_path / "restoration.json").stat().st_size > 0
+
+
+def test_image_benchmark_quick_mode_writes_its_tables(tmp_path):
+    _run_quick("benchmarks/bench_images.py", "--output-dir", str(tmp_path))
+    table = (tmp_path / "images.md").read_text()
+    for method in ("arcsm_made_nll", "arcsm_pixelcnn_csm", "gaussian_made", "nsf"):
+        assert f"| {method} |" in table, method
+    assert "| arcsm_made_csm | langevin |" in table
+    assert (tmp_path / "image_samples.png").stat().st_size > 0
