@@ -110,7 +110,10 @@ def make_sets(config: OutlierConfig, seed: int = 0) -> tuple[np.ndarray, dict]:
 
 
 def _fit_flow(kind: str, X: np.ndarray, max_epochs: int, seed: int = 0):
-    """A zuko flow by maximum likelihood, early-stopped on 10% of ``X``."""
+    """A zuko flow by maximum likelihood, early-stopped on 10% of ``X``.
+
+    Returns the log-density in the units of ``X``.
+    """
     import zuko
 
     torch.manual_seed(seed)
@@ -141,10 +144,12 @@ def _fit_flow(kind: str, X: np.ndarray, max_epochs: int, seed: int = 0):
                 break
     flow.load_state_dict(best_state)
 
+    log_det = float(np.log(scale).sum())  # standardization's Jacobian
+
     def score(A):
         with torch.no_grad():
             A = torch.as_tensor((A - mean) / scale, dtype=torch.float32)
-            return flow().log_prob(A).double().numpy()
+            return flow().log_prob(A).double().numpy() - log_det
 
     return score
 
