@@ -37,7 +37,9 @@ setup(
             "matplotlib>=3.7",
             "numpydoc",
             "zuko>=1.0",  # the inference benchmark's smoke test
+            "dask[array,distributed]>=2024.1",  # tests/test_dask.py
         ],
+        "dask": ["dask[array,distributed]>=2024.1"],
         "examples": ["matplotlib>=3.7"],
         "benchmarks": ["matplotlib>=3.7", "zuko>=1.0"],
         "docs": [
