@@ -22,7 +22,11 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_arcsm import quadrature, restoration
 from sklearn_arcsm.nn import ARCSM
-from sklearn_arcsm.sampling import annealed_langevin_sample, inverse_cdf_sample
+from sklearn_arcsm.sampling import (
+    annealed_langevin_sample,
+    autoregressive_fill,
+    inverse_cdf_sample,
+)
 
 # Rows per chunk at inference are chosen so that one (rows, D, nodes, K)
 # head tensor at the 129 nodes of the adaptive rule's second level holds
@@ -150,7 +154,7 @@ class FittedModelMixin:
         """
         module, head = self._inference_modules()
         sigma = self._final_sigma(Z)
-        filled = restoration.autoregressive_fill(
+        filled = autoregressive_fill(
             module, Z, missing, sigma, self.quadrature_, generator, head
         )
         chain = missing.any(dim=1)

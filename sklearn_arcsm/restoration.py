@@ -14,10 +14,10 @@ differentiable in ``x``:
   x_observed)``. When every missing entry of a row comes after all of its
   observed entries in the model's order, that conditional is the product of
   the model's own conditionals and inverse-CDF draws are exact
-  (:func:`autoregressive_fill`); otherwise an observed entry after a missing
-  one carries information back, and :func:`mala` samples the conditional
-  with Metropolis-adjusted Langevin moves whose acceptance uses the exact
-  log-density.
+  (:func:`sklearn_arcsm.sampling.autoregressive_fill`); otherwise an observed
+  entry after a missing one carries information back, and :func:`mala`
+  samples the conditional with Metropolis-adjusted Langevin moves whose
+  acceptance uses the exact log-density.
 
 Every random draw comes from an explicit ``torch.Generator``.
 """
@@ -31,10 +31,8 @@ import torch
 
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.adaptive import AdaptiveRule
-from sklearn_arcsm.sampling import draw_dimension
 
 __all__ = [
-    "autoregressive_fill",
     "log_density_gradient",
     "mala",
     "missing_after_observed",
@@ -87,7 +85,7 @@ def missing_after_observed(missing: torch.Tensor) -> torch.Tensor:
 
     For these rows ``p(x_missing | x_observed)`` is the product of the
     model's conditionals of the missing dimensions, so
-    :func:`autoregressive_fill` draws from it exactly.
+    :func:`sklearn_arcsm.sampling.autoregressive_fill` draws from it exactly.
 
     Parameters
     ----------
@@ -103,53 +101,6 @@ def missing_after_observed(missing: torch.Tensor) -> torch.Tensor:
     last_observed = torch.where(~missing, position, -1).amax(dim=1)
     first_missing = torch.where(missing, position, n_features).amin(dim=1)
     return last_observed < first_missing
-
-
-@torch.no_grad()
-def autoregressive_fill(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    missing: torch.Tensor,
-    sigma: torch.Tensor,
-    rule: quadrature.PanelRule | AdaptiveRule | int,
-    generator: torch.Generator | None = None,
-    head: torch.nn.Module | None = None,
-) -> torch.Tensor:
-    """Draw each missing entry from ``p(x_d | x_<d)``, in the model's order.
-
-    Dimension by dimension, the missing entries of ``d`` are drawn by inverse
-    CDF given the entries before ``d`` (observed or already drawn). Exact
-    draws from ``p(x_missing | x_observed)`` for the rows of
-    :func:`missing_after_observed`; for other rows it ignores the observed
-    entries after each missing one (a starting point for :func:`mala`).
-
-    Parameters
-    ----------
-    model : sklearn_arcsm.nn.ARCSM
-        Fixes dtype and device.
-    x : torch.Tensor of shape (batch, D)
-        Standardized units; the missing entries' values are ignored (they
-        may be NaN). Not modified.
-    missing : torch.BoolTensor of shape (batch, D)
-    sigma, rule, head
-        As in :func:`sklearn_arcsm.sampling.inverse_cdf_sample`.
-    generator : torch.Generator, optional
-
-    Returns
-    -------
-    filled : torch.Tensor of shape (batch, D)
-    """
-    filled = torch.where(missing, torch.zeros_like(x), x)
-    uniform = torch.rand(
-        x.shape, generator=generator, dtype=x.dtype, device=x.device
-    ).clamp(torch.finfo(x.dtype).eps, 1.0 - torch.finfo(x.dtype).eps)
-    for d in torch.nonzero(missing.any(dim=0)).flatten().tolist():
-        rows = torch.nonzero(missing[:, d]).flatten()
-        conditioning = model.conditioner(filled[rows])[:, d]
-        filled[rows, d] = draw_dimension(
-            model, conditioning, d, uniform[rows, d], sigma, rule, head
-        )
-    return filled
 
 
 def _autograd_gradient(log_prob: LogProbFn) -> LogProbFn:

@@ -14,7 +14,12 @@ import torch
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.adaptive import AdaptiveRule
 
-__all__ = ["annealed_langevin_sample", "draw_dimension", "inverse_cdf_sample"]
+__all__ = [
+    "annealed_langevin_sample",
+    "autoregressive_fill",
+    "draw_dimension",
+    "inverse_cdf_sample",
+]
 
 
 @torch.no_grad()
@@ -49,21 +54,59 @@ def inverse_cdf_sample(
     samples : torch.Tensor of shape (n_samples, D), standardized units
     """
     param = next(model.parameters())
-    dtype, device = param.dtype, param.device
-    n_features = model.n_features
-    x = torch.zeros(n_samples, n_features, dtype=dtype, device=device)
+    shape = (n_samples, model.n_features)
+    x = torch.zeros(shape, dtype=param.dtype, device=param.device)
+    missing = torch.ones(shape, dtype=torch.bool, device=param.device)
+    return autoregressive_fill(model, x, missing, sigma, rule, generator, head)
+
+
+@torch.no_grad()
+def autoregressive_fill(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    missing: torch.Tensor,
+    sigma: torch.Tensor,
+    rule: quadrature.PanelRule | AdaptiveRule | int,
+    generator: torch.Generator | None = None,
+    head: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """Draw each missing entry from ``p(x_d | x_<d)``, in the model's order.
+
+    Dimension by dimension, the missing entries of ``d`` are drawn by inverse
+    CDF given the entries before ``d`` (observed or already drawn). Exact
+    draws from ``p(x_missing | x_observed)`` for the rows of
+    :func:`sklearn_arcsm.restoration.missing_after_observed`; for other rows
+    it ignores the observed entries after each missing one (a starting point for
+    :func:`sklearn_arcsm.restoration.mala`). :func:`inverse_cdf_sample` is
+    the case where every entry is missing.
+
+    Parameters
+    ----------
+    model : sklearn_arcsm.nn.ARCSM
+        Fixes dtype and device.
+    x : torch.Tensor of shape (batch, D)
+        Standardized units; the missing entries' values are ignored (they
+        may be NaN). Not modified.
+    missing : torch.BoolTensor of shape (batch, D)
+    sigma, rule, head
+        As in :func:`inverse_cdf_sample`.
+    generator : torch.Generator, optional
+
+    Returns
+    -------
+    filled : torch.Tensor of shape (batch, D)
+    """
+    filled = torch.where(missing, torch.zeros_like(x), x)
     uniform = torch.rand(
-        n_samples, n_features, generator=generator, dtype=dtype, device=device
-    )
-    # Keep u away from 0 and 1, where the tail inversion would return +-inf.
-    eps = torch.finfo(dtype).eps
-    uniform = uniform.clamp(eps, 1.0 - eps)
-    for d in range(n_features):
-        conditioning = model.conditioner(x)[:, d]
-        x[:, d] = draw_dimension(
-            model, conditioning, d, uniform[:, d], sigma, rule, head
+        x.shape, generator=generator, dtype=x.dtype, device=x.device
+    ).clamp(torch.finfo(x.dtype).eps, 1.0 - torch.finfo(x.dtype).eps)
+    for d in torch.nonzero(missing.any(dim=0)).flatten().tolist():
+        rows = torch.nonzero(missing[:, d]).flatten()
+        conditioning = model.conditioner(filled[rows])[:, d]
+        filled[rows, d] = draw_dimension(
+            model, conditioning, d, uniform[rows, d], sigma, rule, head
         )
-    return x
+    return filled
 
 
 def draw_dimension(
