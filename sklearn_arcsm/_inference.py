@@ -109,17 +109,19 @@ class FittedModelMixin:
 
     def _log_density_standardized(self, Z: torch.Tensor) -> np.ndarray:
         """Per-sample log-density in standardized units, float64, chunked."""
+        return self._log_density_tensor(Z).cpu().numpy()
+
+    def _log_density_tensor(self, Z: torch.Tensor) -> torch.Tensor:
+        """:meth:`_log_density_standardized` on ``Z``'s device, as a tensor."""
         module, head = self._inference_modules()
-        sigma = torch.tensor(
-            self.noise_levels_[-1], dtype=torch.float64, device=Z.device
-        )
+        sigma = self._final_sigma(Z)
         chunk = self._rows_per_chunk()
         with torch.no_grad():
             parts = [
                 module.log_prob(Z[i : i + chunk], sigma, self.quadrature_, head=head)
                 for i in range(0, Z.shape[0], chunk)
             ]
-        return torch.cat(parts).cpu().numpy() if parts else np.zeros(0)
+        return torch.cat(parts) if parts else Z.new_zeros(0)
 
     def _log_density_gradient_standardized(
         self, Z: torch.Tensor, rule=None
@@ -164,14 +166,11 @@ class FittedModelMixin:
             return filled
         rows = torch.nonzero(chain).flatten()
 
-        def log_prob(z):
-            return torch.as_tensor(self._log_density_standardized(z), device=z.device)
-
         def grad(z):
             return self._log_density_gradient_standardized(z, MALA_PROPOSAL_RULE)
 
         moved, _ = restoration.mala(
-            log_prob,
+            self._log_density_tensor,
             filled[rows],
             missing[rows],
             n_steps,
