@@ -47,6 +47,7 @@ from bench_report import (
     standalone_arguments,
     write_standalone,
 )
+from image_baselines import train_early_stopped
 from scipy.stats import rankdata
 from sklearn.datasets import load_digits
 from sklearn.ensemble import IsolationForest
@@ -124,26 +125,16 @@ def _fit_flow(kind: str, X: np.ndarray, max_epochs: int, seed: int = 0):
     valid, train = Z[order[:n_valid]], Z[order[n_valid:]]
     make = zuko.flows.MAF if kind == "maf" else zuko.flows.NSF
     flow = make(X.shape[1], transforms=5, hidden_features=(128, 128))
-    optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
-    best, best_state, waited = np.inf, None, 0
-    for _ in range(max_epochs):
-        perm = torch.randperm(len(train))
-        for i in range(0, len(train), 128):
-            loss = -flow().log_prob(train[perm[i : i + 128]]).mean()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        with torch.no_grad():
-            value = -float(flow().log_prob(valid).mean())
-        if value < best - 1e-3:
-            best, waited = value, 0
-            best_state = {k: v.clone() for k, v in flow.state_dict().items()}
-        else:
-            waited += 1
-            if waited >= 10:
-                break
-    flow.load_state_dict(best_state)
-
+    train_early_stopped(
+        flow,
+        lambda batch: flow().log_prob(batch),
+        train,
+        valid,
+        max_epochs=max_epochs,
+        batch_size=128,
+        patience=10,
+        min_delta=1e-3,
+    )
     log_det = float(np.log(scale).sum())  # standardization's Jacobian
 
     def score(A):

@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from sklearn_arcsm.nn import MADE, GaussianMADE
 
-__all__ = ["AutoregressiveMLE", "LogisticMixtureMADE"]
+__all__ = ["AutoregressiveMLE", "LogisticMixtureMADE", "train_early_stopped"]
 
 
 class LogisticMixtureMADE(nn.Module):
@@ -60,6 +60,51 @@ class LogisticMixtureMADE(nn.Module):
                 torch.log(u) - torch.log1p(-u)
             )
         return x
+
+
+def train_early_stopped(
+    module: nn.Module,
+    log_prob,
+    train: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    max_epochs: int,
+    batch_size: int,
+    patience: int,
+    min_delta: float,
+) -> int:
+    """Maximum likelihood with Adam (lr 1e-3), early-stopped on ``valid``.
+
+    ``log_prob(batch)`` is the per-row log-density under ``module``'s
+    parameters. The best validation weights are loaded back at the end.
+
+    Returns
+    -------
+    n_epochs : int
+        Epochs run.
+    """
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-3)
+    best, best_state, waited = math.inf, None, 0
+    n_epochs = 0
+    for _ in range(max_epochs):
+        n_epochs += 1
+        perm = torch.randperm(len(train))
+        for i in range(0, len(train), batch_size):
+            loss = -log_prob(train[perm[i : i + batch_size]]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            value = -float(log_prob(valid).mean())
+        if value < best - min_delta:
+            best, waited = value, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            waited += 1
+            if waited >= patience:
+                break
+    module.load_state_dict(best_state)
+    return n_epochs
 
 
 def _gaussian_made_sample(model: GaussianMADE, n: int, generator) -> torch.Tensor:
@@ -102,27 +147,16 @@ class AutoregressiveMLE:
         order = torch.randperm(len(Z))
         n_valid = max(1, len(Z) // 10)
         valid, train = Z[order[:n_valid]], Z[order[n_valid:]]
-        optimizer = torch.optim.Adam(self.model_.parameters(), lr=1e-3)
-        best, best_state, waited = math.inf, None, 0
-        self.n_iter_ = 0
-        for _ in range(self.max_epochs):
-            self.n_iter_ += 1
-            perm = torch.randperm(len(train))
-            for i in range(0, len(train), 256):
-                loss = -self.model_(train[perm[i : i + 256]]).mean()
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            with torch.no_grad():
-                value = -float(self.model_(valid).mean())
-            if value < best - 1e-4:
-                best, waited = value, 0
-                best_state = copy.deepcopy(self.model_.state_dict())
-            else:
-                waited += 1
-                if waited >= self.patience:
-                    break
-        self.model_.load_state_dict(best_state)
+        self.n_iter_ = train_early_stopped(
+            self.model_,
+            self.model_,
+            train,
+            valid,
+            max_epochs=self.max_epochs,
+            batch_size=256,
+            patience=self.patience,
+            min_delta=1e-4,
+        )
         self.model_.eval()
         return self
 
