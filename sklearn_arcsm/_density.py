@@ -140,8 +140,12 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
             In the units of ``X`` (per unit of each feature).
         """
         check_is_fitted(self)
-        Z = self._standardize(X)
-        grad = self._log_density_gradient_standardized(Z)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._log_density_gradient_of(X)
+
+    def _log_density_gradient_of(self, X: np.ndarray) -> np.ndarray:
+        """:meth:`log_density_gradient` of validated rows ``X``."""
+        grad = self._log_density_gradient_standardized(self._standardized_tensor(X))
         return grad.cpu().numpy() / self.scale_
 
     def denoise(self, X, noise_std):
@@ -179,7 +183,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
                 f"noise_std must be positive and finite; got {noise_std!r}."
             )
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return X + std**2 * self.log_density_gradient(X)
+        return X + std**2 * self._log_density_gradient_of(X)
 
     def inpaint(self, X, mask=None, *, method="auto", n_steps=100, random_state=None):
         """Draw the masked entries of each sample given the others.
@@ -237,11 +241,8 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         missing = self._check_mask(X, mask)
         seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
         generator = torch.Generator(device=self.device_).manual_seed(seed)
-        Z = torch.as_tensor(
-            np.where(missing, 0.0, (X - self.mean_) / self.scale_),
-            dtype=torch.float64,
-            device=self.device_,
-        )
+        # Missing entries (maybe NaN) start at the mean: 0 in standardized units.
+        Z = self._standardized_tensor(np.where(missing, self.mean_, X))
         missing_t = torch.as_tensor(missing, device=self.device_)
         filled = self._inpaint_standardized(
             Z, missing_t, method=method, n_steps=n_steps, generator=generator

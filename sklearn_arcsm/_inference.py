@@ -99,6 +99,10 @@ class FittedModelMixin:
 
     def _standardize(self, X) -> torch.Tensor:
         X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._standardized_tensor(X)
+
+    def _standardized_tensor(self, X: np.ndarray) -> torch.Tensor:
+        """Validated rows ``X`` in standardized units, float64, on the device."""
         Z = (X - self.mean_) / self.scale_
         return torch.as_tensor(Z, dtype=torch.float64, device=self.device_)
 
