@@ -35,8 +35,10 @@ __all__ = ["AdaptiveRule", "ScoreFn"]
 # score_fn(index, points) -> scores: the scores of conditionals ``index``
 # (a LongTensor of shape (n,)) at window points of shape (n, n_points).
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-# finish(rule, index, scores) -> results for conditionals ``index`` whose
-# scores at ``rule``'s nodes are ``scores`` (n, rule.n_points).
+# finish(rule, index, scores, energy, log_z) -> results for conditionals
+# ``index`` whose scores at ``rule``'s nodes are ``scores`` (n,
+# rule.n_points), with the energy at those nodes (n, rule.n_points) and the
+# log-normalizer (n,) that the convergence test already computed.
 FinishFn = Callable[[PanelRule, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -104,9 +106,12 @@ class AdaptiveRule:
             Window of each conditional.
         tail_scale : float
         finish : callable
-            ``finish(rule, index, scores)`` maps the accepted level's scores
-            (float64) of conditionals ``index`` to their results, shape
-            ``(n, ...)``.
+            ``finish(rule, index, scores, energy, log_z)`` maps the accepted
+            level's scores (float64) of conditionals ``index``, their energy
+            at the nodes and their log-normalizer (as
+            :meth:`~sklearn_arcsm.quadrature.PanelRule.energy` and
+            :meth:`~sklearn_arcsm.quadrature.PanelRule.log_normalizer` give
+            them), to their results, shape ``(n, ...)``.
         stats : dict, optional
             Filled with ``"evaluations"`` (score evaluations in total) and
             ``"accepted"`` (conditionals accepted per level).
@@ -121,7 +126,7 @@ class AdaptiveRule:
         index = torch.arange(n_total, device=lower.device)
         lo, hi = lower, upper
         scores = score_fn(index, levels[0].points(lo, hi)).double()
-        log_p = _node_log_density(levels[0], scores, lo, hi, tail_scale)
+        log_p = _node_log_density(levels[0], scores, lo, hi, tail_scale)[0]
         evaluations = scores.numel()
         accepted = [0] * len(levels)
         results = None
@@ -133,7 +138,9 @@ class AdaptiveRule:
             finer = scores.new_empty(scores.shape[0], rule.n_points)
             finer[:, 0::2] = scores
             finer[:, 1::2] = fresh
-            fine_log_p = _node_log_density(rule, finer, lo, hi, tail_scale)
+            fine_log_p, energy, log_z = _node_log_density(
+                rule, finer, lo, hi, tail_scale
+            )
             change = _change(log_p, fine_log_p[:, 0::2])
             if k < len(levels) - 1:
                 # NaN changes never pass: they reach the finest level.
@@ -141,7 +148,9 @@ class AdaptiveRule:
             else:
                 done = torch.ones(finer.shape[0], dtype=torch.bool, device=lo.device)
             if done.any():
-                out = finish(rule, index[done], finer[done])
+                out = finish(
+                    rule, index[done], finer[done], energy[done], log_z[done]
+                )
                 if results is None:
                     results = out.new_empty((n_total, *out.shape[1:]))
                 results[index[done]] = out
@@ -161,10 +170,10 @@ class AdaptiveRule:
 
 
 def _node_log_density(rule, scores, lower, upper, tail_scale):
-    """Normalized log-density at the rule's nodes: ``E - log Z``."""
+    """``E - log Z`` at the rule's nodes, with ``E`` and ``log Z`` themselves."""
     energy = rule.energy(scores, lower, upper)
     log_z = rule.log_normalizer(energy, scores, lower, upper, tail_scale)
-    return energy - log_z[:, None]
+    return energy - log_z[:, None], energy, log_z
 
 
 def _converged(change, previous, tol):

@@ -260,6 +260,8 @@ class PanelRule:
         lower: torch.Tensor,
         upper: torch.Tensor,
         tail_scale: float,
+        energy: torch.Tensor | None = None,
+        log_z: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Normalized log-density at ``x`` of the 1-D density with these scores.
 
@@ -270,13 +272,18 @@ class PanelRule:
             Scores at :meth:`points` ``(lower, upper)``.
         lower, upper : torch.Tensor of shape (...)
         tail_scale : float
+        energy, log_z : torch.Tensor, optional
+            :meth:`energy` and :meth:`log_normalizer` of these scores, when
+            already computed.
 
         Returns
         -------
         log_p : torch.Tensor of shape (...)
         """
-        energy = self.energy(scores, lower, upper)
-        log_z = self.log_normalizer(energy, scores, lower, upper, tail_scale)
+        if energy is None:
+            energy = self.energy(scores, lower, upper)
+        if log_z is None:
+            log_z = self.log_normalizer(energy, scores, lower, upper, tail_scale)
         return self.energy_at(x, energy, scores, lower, upper, tail_scale) - log_z
 
     # ------------------------------------------------------------------

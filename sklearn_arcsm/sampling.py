@@ -145,7 +145,7 @@ def draw_dimension(
     # The quadrature lives in the conditional's window coordinates.
     if isinstance(rule, AdaptiveRule):
 
-        def finish(level, index, scores):
+        def finish(level, index, scores, energy, log_z):
             return level.inverse_cdf(
                 uniform[index], scores, lower[index], upper[index], model.tail_scale
             )

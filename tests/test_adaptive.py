@@ -40,8 +40,10 @@ def _evaluate(rule, index, x, stats=None):
     def score_fn(sub, points):
         return _score_fn(index[sub], points)
 
-    def finish(level, sub, scores):
-        return level.log_density(x[sub], scores, lower[sub], upper[sub], 1.0)
+    def finish(level, sub, scores, energy, log_z):
+        return level.log_density(
+            x[sub], scores, lower[sub], upper[sub], 1.0, energy, log_z
+        )
 
     return rule.evaluate(score_fn, lower, upper, 1.0, finish, stats)
 

@@ -15,6 +15,7 @@ from sklearn_arcsm.nn import (
     check_context_network,
     made_masks,
 )
+from sklearn_arcsm.nn.score_head import ConditionalScoreHead
 from tests.conftest import examples
 
 
@@ -379,3 +380,28 @@ def test_shifted_grid_log_prob_agrees_with_the_inference_grid():
             x, dims, sigma, 64, shift=torch.full((5,), shift, dtype=torch.float64)
         )
         torch.testing.assert_close(coarse, fine, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("block_elements", [1, 3 * 9 * 16, 2**18])
+def test_head_grid_scores_match_the_autograd_path(monkeypatch, block_elements):
+    # The inference kernel (blocked, in place, through work buffers) must
+    # compute what the differentiable forward pass computes, for every
+    # conditional whatever block it falls in (including a partial last one)
+    # and through hidden layers of different widths.
+    from sklearn_arcsm.nn import score_head
+
+    monkeypatch.setattr(score_head, "GRID_BLOCK_ELEMENTS", block_elements)
+    torch.manual_seed(0)
+    head = ConditionalScoreHead(3, 4, (16, 24, 8), n_frequencies=2).double()
+    with torch.no_grad():
+        for p in head.parameters():
+            p.normal_()
+    n_grids, n_nodes, n = 3, 9, 11
+    points = torch.randn(n_grids, n_nodes, dtype=torch.float64)
+    grids = torch.randint(0, n_grids, (n,))
+    bias = torch.randn(n, 16, dtype=torch.float64)
+    sigma = torch.tensor(0.3, dtype=torch.float64)
+    features = head.input_features(points, sigma)
+    expected = head(bias[:, None, :], points[grids], sigma)
+    got = head.grid_scores(features, grids, bias, sigma)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

@@ -269,7 +269,15 @@ class ARCSM(nn.Module):
         bias = self.unpack(conditioning)[0]
         grid = self.grid(rule).to(bias.dtype)
         head = self.head if head is None else head
-        return _head_scores(head, bias[:, :, None, :], grid[None], sigma)
+        if torch.is_grad_enabled():
+            return _head_scores(head, bias[:, :, None, :], grid[None], sigma)
+        dtype = head.input_layer.weight.dtype
+        sigma = torch.as_tensor(sigma).to(dtype)
+        features = head.input_features(grid.to(dtype), sigma)  # (D, G, K)
+        n_rows, n_features = bias.shape[:2]
+        grids = torch.arange(n_features, device=bias.device).repeat(n_rows)
+        scores = head.grid_scores(features, grids, bias.flatten(0, 1).to(dtype), sigma)
+        return scores.view(n_rows, n_features, -1)
 
     def log_prob(
         self,
@@ -314,9 +322,15 @@ class ARCSM(nn.Module):
             )
             v_flat, lo, hi = v.reshape(-1), lower[dims], upper[dims]
 
-            def finish(level, index, scores):
+            def finish(level, index, scores, energy, log_z):
                 return level.log_density(
-                    v_flat[index], scores, lo[index], hi[index], self.tail_scale
+                    v_flat[index],
+                    scores,
+                    lo[index],
+                    hi[index],
+                    self.tail_scale,
+                    energy,
+                    log_z,
                 )
 
             log_p = rule.evaluate(score_fn, lo, hi, self.tail_scale, finish, stats)
@@ -368,17 +382,16 @@ class ARCSM(nn.Module):
             points = points.to(dtype)
             if dims is None:
                 features = head.input_features(points, sigma)
+                grids = torch.arange(len(index), device=index.device)
             else:
-                unique, inverse = torch.unique(dims[index], return_inverse=True)
+                unique, grids = torch.unique(dims[index], return_inverse=True)
                 first = torch.empty_like(unique).scatter_(
-                    0, inverse, torch.arange(len(index), device=index.device)
+                    0, grids, torch.arange(len(index), device=index.device)
                 )
-                features = head.input_features(points[first], sigma)[inverse]
-            # `features` is this call's own full-size tensor: reuse it.
-            overwrite = not torch.is_grad_enabled()
-            return head.from_features(
-                features, bias[index][:, None, :], sigma, overwrite
-            )
+                features = head.input_features(points[first], sigma)
+            if not torch.is_grad_enabled():
+                return head.grid_scores(features, grids, bias[index], sigma)
+            return head.from_features(features[grids], bias[index][:, None, :], sigma)
 
         return score_fn
 
@@ -435,9 +448,9 @@ class ARCSM(nn.Module):
             score_fn = self.score_function(conditioning, sigma, dims=dims)
             lo, hi, v = lower.double(), upper.double(), v.double()
 
-            def finish(level, idx, scores):
+            def finish(level, idx, scores, energy, log_z):
                 return level.log_density(
-                    v[idx], scores, lo[idx], hi[idx], self.tail_scale
+                    v[idx], scores, lo[idx], hi[idx], self.tail_scale, energy, log_z
                 )
 
             log_p = rule.evaluate(score_fn, lo, hi, self.tail_scale, finish)

@@ -17,6 +17,13 @@ from torch.nn import functional as F
 
 __all__ = ["ConditionalScoreHead"]
 
+# Elements (per hidden layer) of the work buffers of
+# :meth:`ConditionalScoreHead.grid_scores`: 1 MiB of float32 each, so that
+# a block's hidden activations stay in a core's L2 cache between layers.
+# Measured on a 2-core Xeon with (32, 32) heads: 59 ns per node at 2**18,
+# 68 ns at 2**20 and above, 185 ns at 2**13 (per-call overhead).
+GRID_BLOCK_ELEMENTS = 2**18
+
 
 class ConditionalScoreHead(nn.Module):
     """Small MLP ``(context bias, x_d, sigma) -> s_d``.
@@ -96,12 +103,11 @@ class ConditionalScoreHead(nn.Module):
         features: torch.Tensor,
         bias: torch.Tensor,
         sigma: torch.Tensor,
-        overwrite: bool = False,
     ) -> torch.Tensor:
         """Scores from :meth:`input_features` and context biases (broadcast).
 
-        ``overwrite=True`` lets inference (no autograd) reuse ``features``'
-        memory when it already has the full shape.
+        Quadrature grids go through :meth:`grid_scores` instead, which is
+        several times faster there.
         """
         sigma = torch.as_tensor(sigma, dtype=features.dtype, device=features.device)
         if torch.is_grad_enabled():
@@ -111,15 +117,79 @@ class ConditionalScoreHead(nn.Module):
             # Dividing by sigma lets one network cover all noise levels with
             # outputs of order one (the NCSN parameterization).
             return self.output_layer(h).squeeze(-1) / sigma
-        # Inference over quadrature nodes, where these are the largest
-        # tensors: in place, and through 2-D matrix products.
-        h = features.add_(bias) if overwrite else torch.add(features, bias)
+        # Without autograd: in place, and through 2-D matrix products.
+        h = torch.add(features, bias)
         shape = h.shape
         h = F.silu(h.reshape(-1, shape[-1]), inplace=True)
         for layer in self.hidden_layers:
             h = F.silu(torch.addmm(layer.bias, h, layer.weight.T), inplace=True)
         out = torch.addmv(self.output_layer.bias, h, self.output_layer.weight[0])
         return out.view(shape[:-1]) / sigma
+
+    @torch.no_grad()
+    def grid_scores(
+        self,
+        features: torch.Tensor,
+        grids: torch.Tensor,
+        bias: torch.Tensor,
+        sigma: torch.Tensor,
+    ) -> torch.Tensor:
+        """Scores of many conditionals on shared node grids, without autograd.
+
+        The inference kernel of the quadrature: conditional ``i`` is
+        evaluated at the nodes of grid ``grids[i]``, whose
+        :meth:`input_features` are ``features[grids[i]]``. Conditionals are
+        processed in blocks through work buffers allocated once per call
+        (fresh multi-megabyte tensors per layer cost more in page faults
+        than the layer's arithmetic), and the grid features are copied into
+        the buffer rather than broadcast, so no tensor of shape
+        ``(n, G, K)`` is ever allocated. Each conditional's scores are
+        computed by the same operations whatever the block, so results do
+        not depend on which other conditionals share the call.
+
+        Parameters
+        ----------
+        features : torch.Tensor of shape (n_grids, G, K)
+            :meth:`input_features` of each grid's nodes.
+        grids : torch.LongTensor of shape (n,)
+            The grid of each conditional.
+        bias : torch.Tensor of shape (n, K)
+            The first-layer bias of each conditional (:meth:`context_bias`).
+        sigma : torch.Tensor
+            Noise level (a scalar).
+
+        Returns
+        -------
+        scores : torch.Tensor of shape (n, G)
+            In the dtype of ``features``.
+        """
+        n = grids.shape[0]
+        n_nodes, width = features.shape[1:]
+        out = features.new_empty(n, n_nodes)
+        if n == 0:
+            return out
+        block = max(1, GRID_BLOCK_ELEMENTS // (n_nodes * width))
+        rows = min(block, n) * n_nodes
+        layers = list(self.hidden_layers)
+        buffers = [features.new_empty(rows, width)] + [
+            features.new_empty(rows, layer.out_features) for layer in layers
+        ]
+        weight = self.output_layer.weight[0]
+        for start in range(0, n, block):
+            stop = min(start + block, n)
+            m = (stop - start) * n_nodes
+            h = buffers[0][:m]
+            torch.index_select(
+                features, 0, grids[start:stop], out=h.view(-1, n_nodes, width)
+            )
+            h.view(-1, n_nodes, width).add_(bias[start:stop, None, :])
+            F.silu(h, inplace=True)
+            for layer, buffer in zip(layers, buffers[1:], strict=True):
+                h = torch.addmm(layer.bias, h, layer.weight.T, out=buffer[:m])
+                F.silu(h, inplace=True)
+            torch.mv(h, weight, out=out[start:stop].view(-1))
+        sigma = torch.as_tensor(sigma, dtype=out.dtype, device=out.device)
+        return out.add_(self.output_layer.bias).div_(sigma)
 
     def forward(
         self, bias: torch.Tensor, u: torch.Tensor, sigma: torch.Tensor
