@@ -148,9 +148,7 @@ class AdaptiveRule:
             else:
                 done = torch.ones(finer.shape[0], dtype=torch.bool, device=lo.device)
             if done.any():
-                out = finish(
-                    rule, index[done], finer[done], energy[done], log_z[done]
-                )
+                out = finish(rule, index[done], finer[done], energy[done], log_z[done])
                 if results is None:
                     results = out.new_empty((n_total, *out.shape[1:]))
                 results[index[done]] = out
