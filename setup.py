@@ -38,8 +38,10 @@ setup(
             "numpydoc",
             "zuko>=1.0",  # the inference benchmark's smoke test
             "dask[array,distributed]>=2024.1",  # tests/test_dask.py
+            "accelerate>=0.34",  # tests/test_accelerate.py
         ],
         "dask": ["dask[array,distributed]>=2024.1"],
+        "accelerate": ["accelerate>=0.34"],
         "examples": ["matplotlib>=3.7"],
         "benchmarks": ["matplotlib>=3.7", "zuko>=1.0"],
         "docs": [

@@ -24,6 +24,11 @@ from skorch.helper import predefined_split
 from skorch.utils import noop
 
 from sklearn_arcsm import quadrature
+from sklearn_arcsm._distributed import (
+    agree_across_processes,
+    main_process_print,
+    make_accelerator,
+)
 from sklearn_arcsm._inference import FittedModelMixin
 from sklearn_arcsm._skorch import TRAIN_LIKELIHOOD_CELLS, CSMNet, FiniteLossGuard
 from sklearn_arcsm.adaptive import AdaptiveRule
@@ -134,6 +139,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "device": [str],
+        "distributed": [None, StrOptions({"accelerate"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -161,6 +167,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         batch_size=256,
         lr=1e-3,
         device="cpu",
+        distributed=None,
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=20,
@@ -184,6 +191,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.device = device
+        self.distributed = distributed
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -339,6 +347,13 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         levels = self._resolve_noise_levels()
         rule = self._resolve_quadrature()  # validation during fit, inference after
         seeds = self._seeds()
+        accelerator = None
+        if self.distributed == "accelerate":
+            accelerator = make_accelerator(device)
+            device = str(accelerator.device)
+            if torch.device(device).type == "cpu":
+                device = "cpu"  # Accelerate says "cpu:<rank>"; CPU is one device
+            seeds = agree_across_processes(accelerator, seeds, X, self.batch_size)
         if continuing:
             mean, scale = self.mean_, self.scale_
             net = copy.deepcopy(self.net_)  # train a candidate, commit on success
@@ -359,8 +374,15 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         train, valid = self._split(Z, seeds["split"])
         if continuing:
             net.set_params(train_split=self._train_split(valid))
+            if str(net.device) != device:
+                # A distributed continuation on another process's device: the
+                # optimizer's moments restart there.
+                net.device = device
+                net.module_.to(device)
+                net.initialize_optimizer()
         else:
-            net = self._build_net(Z, levels, rule, device, seeds, valid)
+            net = self._build_net(Z, levels, rule, device, seeds, valid, accelerator)
+        net.accelerator = accelerator
         net.diverged_at_ = None
         fitted = dict(
             mean_=mean,
@@ -378,6 +400,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         try:
             net.partial_fit(train, epochs=self.max_epochs if epochs is None else epochs)
         finally:
+            # The fitted net is a single-process one (and pickles).
+            net.accelerator = None
             for cb in checkpoints:
                 cb.snapshot_fn_ = None
         self._check_finite_weights(net.module_)
@@ -439,7 +463,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     def _train_split(valid):
         return None if valid is None else predefined_split(Dataset(valid))
 
-    def _build_net(self, Z, levels, rule, device, seeds, valid) -> CSMNet:
+    def _build_net(
+        self, Z, levels, rule, device, seeds, valid, accelerator=None
+    ) -> CSMNet:
         n_features = Z.shape[1]
         hidden = (
             default_hidden_sizes(n_features, self.backbone)
@@ -448,6 +474,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         )
         head = self._resolve_sizes(self.head_layer_sizes, "head_layer_sizes")
         callbacks = self._make_callbacks()
+        extra = {}
+        if accelerator is not None and accelerator.num_processes > 1:
+            extra["callbacks__print_log__sink"] = main_process_print
         net = CSMNet(
             ARCSM,
             module__n_features=n_features,
@@ -478,6 +507,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             train_seed=seeds["train"],
             valid_seed=seeds["valid"],
             shuffle_seed=seeds["shuffle"],
+            accelerator=accelerator,
+            **extra,
         )
         # Seed weight initialization without touching the caller's global
         # RNG state: fork it, seed the fork, initialize.

@@ -31,6 +31,7 @@ PARAMETER_ORDER = (
     "batch_size",
     "lr",
     "device",
+    "distributed",
     "early_stopping",
     "validation_fraction",
     "n_iter_no_change",
@@ -110,6 +111,19 @@ SHARED_PARAMETERS = {
     "device": """\
     device : str, default="cpu"
         Torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
+""",
+    "distributed": """\
+    distributed : {None, "accelerate"}, default=None
+        ``"accelerate"``: data-parallel training across the processes of an
+        ``accelerate launch`` or ``torchrun`` launch, through Hugging Face
+        Accelerate (``pip install 'sklearn_arcsm[accelerate]'``). Every
+        process calls ``fit`` on the same data; the training batches are
+        sharded (``batch_size`` stays the global batch, so it must be a
+        multiple of the number of processes), gradients are averaged after
+        each step, and every process ends with the same fitted,
+        single-process estimator. ``device`` gives the device type; each
+        process takes the device of its local rank. Without a launch it
+        trains in the one process, as with None.
 """,
     "validation_fraction": """\
     validation_fraction : float, default=0.1

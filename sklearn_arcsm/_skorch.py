@@ -14,6 +14,7 @@ from skorch.callbacks import Callback
 from skorch.dataset import unpack_data
 from torch.utils.data import DataLoader
 
+from sklearn_arcsm._distributed import average_gradients
 from sklearn_arcsm.objectives import (
     noise_conditional_csm,
     sampled_negative_log_likelihood,
@@ -92,6 +93,12 @@ class CSMNet(NeuralNet):
         grid).
     train_seed, valid_seed : int
         Seeds of the generators for training and validation noise draws.
+    accelerator : accelerate.Accelerator or None
+        Train data-parallel across the processes of a launch (see
+        :mod:`sklearn_arcsm._distributed`): training batches are sharded and
+        gradients averaged after each backward pass; validation runs on the
+        whole validation set in every process, so that early stopping
+        decides the same everywhere. Set to None after training.
     """
 
     _generator_names = ("train_generator_", "valid_generator_", "shuffle_generator_")
@@ -107,6 +114,7 @@ class CSMNet(NeuralNet):
         train_seed=0,
         valid_seed=1,
         shuffle_seed=2,
+        accelerator=None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -118,12 +126,15 @@ class CSMNet(NeuralNet):
         self.train_seed = train_seed
         self.valid_seed = valid_seed
         self.shuffle_seed = shuffle_seed
+        self.accelerator = accelerator
 
     def initialize(self):
         super().initialize()
         device = torch.device(self.device)
+        # Each process draws its own training noise for its own shard.
+        rank = 0 if self.accelerator is None else self.accelerator.process_index
         self.train_generator_ = torch.Generator(device=device).manual_seed(
-            self.train_seed
+            self.train_seed + rank
         )
         self.valid_generator_ = torch.Generator(device=device).manual_seed(
             self.valid_seed
@@ -140,12 +151,25 @@ class CSMNet(NeuralNet):
         # shuffling, so validation gets a private one too: fit must not
         # advance the caller's global RNG.
         batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
-        return DataLoader(
+        loader = DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=training,
             generator=self.shuffle_generator_ if training else torch.Generator(),
         )
+        if training and self.accelerator is not None:
+            # Same seed in every process: the same permutation, split into
+            # one shard of each global batch per process.
+            loader = self.accelerator.prepare_data_loader(loader)
+        return loader
+
+    def train_step_single(self, batch, **fit_params):
+        # The stock step (infer, get_loss, backward); across processes, the
+        # gradients and the loss are then averaged (see _distributed).
+        step = super().train_step_single(batch, **fit_params)
+        if self.accelerator is not None and self.accelerator.num_processes > 1:
+            step["loss"] = average_gradients(self.accelerator, self.module_, step["loss"])
+        return step
 
     def __getstate__(self):
         # torch.Generator does not pickle: store its device and state instead.

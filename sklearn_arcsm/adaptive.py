@@ -156,9 +156,10 @@ class AdaptiveRule:
             keep = ~done
             if not keep.any():
                 break
-            index, lo, hi = index[keep], lo[keep], hi[keep]
-            scores, log_p = finer[keep], fine_log_p[keep]
-            previous = change[keep]
+            if done.any():  # (when none is done, no copies)
+                index, lo, hi = index[keep], lo[keep], hi[keep]
+                finer, fine_log_p, change = finer[keep], fine_log_p[keep], change[keep]
+            scores, log_p, previous = finer, fine_log_p, change
         if stats is not None:
             stats["evaluations"] = evaluations
             stats["accepted"] = accepted
