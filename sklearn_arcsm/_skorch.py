@@ -168,7 +168,8 @@ class CSMNet(NeuralNet):
         # gradients and the loss are then averaged (see _distributed).
         step = super().train_step_single(batch, **fit_params)
         if self.accelerator is not None and self.accelerator.num_processes > 1:
-            step["loss"] = average_gradients(self.accelerator, self.module_, step["loss"])
+            loss = average_gradients(self.accelerator, self.module_, step["loss"])
+            step["loss"] = loss
         return step
 
     def __getstate__(self):
