@@ -8,6 +8,8 @@ likelihoods); each override says why it exists.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
@@ -48,7 +50,20 @@ class FiniteLossGuard(Callback):
     """
 
     def on_batch_end(self, net, batch=None, training=None, loss=None, **kwargs):
-        if loss is None or torch.isfinite(loss).all():
+        if loss is None:
+            return
+        # The loss skorch's history just recorded (a float it synchronized
+        # for anyway): checking the tensor would cost a second device sync
+        # per batch.
+        recorded = net.history[-1]["batches"][-1].get(
+            "train_loss" if training else "valid_loss"
+        )
+        finite = (
+            math.isfinite(recorded)
+            if recorded is not None
+            else bool(torch.isfinite(loss).all())
+        )
+        if finite:
             return
         epoch = len(net.history)
         early = dict(net.callbacks_).get("early_stopping")
@@ -156,6 +171,8 @@ class CSMNet(NeuralNet):
             batch_size=batch_size,
             shuffle=training,
             generator=self.shuffle_generator_ if training else torch.Generator(),
+            # Page-locked batches copy to a GPU asynchronously (see infer).
+            pin_memory=torch.device(self.device).type == "cuda",
         )
         if training and self.accelerator is not None:
             # Same seed in every process: the same permutation, split into
@@ -208,7 +225,7 @@ class CSMNet(NeuralNet):
     def infer(self, x, **fit_params):
         # Returns per-sample objective values instead of module outputs: the
         # "prediction" of a score model on a batch is its objective value.
-        x = x.to(self.device)
+        x = x.to(self.device, non_blocking=True)
         generator = (
             self.train_generator_ if self.module_.training else self.valid_generator_
         )

@@ -1,5 +1,6 @@
 """Smoke test: the benchmark command runs end to end in quick mode."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,18 @@ def test_inference_benchmark_quick_mode_writes_its_tables(tmp_path):
     assert "NSF score s" in table and "adaptive (default)" in table
     assert "| 4 | chebyshev 8 panels |" in stdout
     assert (tmp_path / "inference.json").stat().st_size > 0
+
+
+def test_device_check_quick_mode_writes_its_tables(tmp_path):
+    # CPU only here: the weights move from CPU to CPU, which must agree
+    # exactly; where CUDA exists the same run compares it with the CPU.
+    _run_quick("benchmarks/device_check.py", "--output-dir", str(tmp_path))
+    table = (tmp_path / "device_check.md").read_text()
+    assert "train steps / s" in table and "| 4 | cpu |" in table
+    payload = json.loads((tmp_path / "device_check.json").read_text())
+    cpu = [r for r in payload["agreement"] if r["device"] == "cpu"]
+    assert all(r["max_abs_diff"] == 0.0 for r in cpu)
+    assert all(r["sample_mean_max_z"] < 5 for r in payload["agreement"])
 
 
 def test_outlier_benchmark_quick_mode_writes_its_table(tmp_path):
