@@ -200,7 +200,8 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     with threadpool_limits(limits=args.threads):
         env = environment()
-        env["cuda"] = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+        cuda = torch.cuda.is_available()
+        env["cuda"] = torch.cuda.get_device_name() if cuda else None
         speed, agree = run(config)
     tables = (
         "## Throughput\n\n"

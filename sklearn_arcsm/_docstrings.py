@@ -98,7 +98,13 @@ SHARED_PARAMETERS = {
 """,
     "n_frequencies": """\
     n_frequencies : int, default=6
-        Fourier frequencies encoding the scalar input of the score network.
+        Fourier frequencies encoding the scalar input of the score network
+        (``0.5 * 2**k`` radians per standardized unit, ``k < n_frequencies``).
+        The highest frequency sets the quadrature's resolution: with 3,
+        smooth fitted conditionals need 129 score evaluations instead of
+        257 and scored up to 4.5 times faster, fitting as well or better;
+        sharp, multi-modal ones fit worse (rings +0.06 and mixture +0.04
+        nats of KL in the quality benchmark; see the user guide).
 """,
     "batch_size": """\
     batch_size : int, default=256
