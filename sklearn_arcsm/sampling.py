@@ -102,7 +102,7 @@ def autoregressive_fill(
     ).clamp(torch.finfo(x.dtype).eps, 1.0 - torch.finfo(x.dtype).eps)
     for d in torch.nonzero(missing.any(dim=0)).flatten().tolist():
         rows = torch.nonzero(missing[:, d]).flatten()
-        conditioning = model.conditioner(filled[rows])[:, d]
+        conditioning = model.conditioner_at(filled[rows], d)
         filled[rows, d] = draw_dimension(
             model, conditioning, d, uniform[rows, d], sigma, rule, head
         )
@@ -204,7 +204,7 @@ def annealed_langevin_sample(
         step_size = 0.5 * float(levels[-1]) ** 2
     x = torch.zeros(n_samples, model.n_features, dtype=dtype, device=device)
     for d in range(model.n_features):
-        conditioning = model.conditioner(x)[:, d]
+        conditioning = model.conditioner_at(x, d)
         lower, upper = model.lower[d].to(dtype), model.upper[d].to(dtype)
         xd = torch.randn(n_samples, generator=generator, dtype=dtype, device=device)
         for sigma in levels:

@@ -405,3 +405,36 @@ def test_head_grid_scores_match_the_autograd_path(monkeypatch, block_elements):
     expected = head(bias[:, None, :], points[grids], sigma)
     got = head.grid_scores(features, grids, bias, sigma)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "n_features, backbone, affine",
+    [(5, "made", True), (5, "made", False), (1, "made", True), (6, "pixelcnn", True)],
+)
+def test_conditioner_at_is_one_dimension_of_the_conditioner(
+    n_features, backbone, affine
+):
+    # The samplers' one-dimension path (MADE: only that dimension's rows of
+    # the output layer) must give exactly that dimension's conditioning.
+    torch.manual_seed(0)
+    bounds = torch.full((n_features,), 3.0)
+    model = ARCSM(
+        n_features,
+        (4, 4) if backbone == "pixelcnn" else (16, 16),
+        3,
+        (8,),
+        -bounds,
+        bounds,
+        backbone=backbone,
+        image_shape=(2, 3) if backbone == "pixelcnn" else None,
+        affine=affine,
+    ).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_()
+    x = torch.randn(7, n_features, dtype=torch.float64)
+    full = model.conditioner(x)
+    for d in range(n_features):
+        torch.testing.assert_close(
+            model.conditioner_at(x, d), full[:, d], rtol=1e-12, atol=1e-12
+        )

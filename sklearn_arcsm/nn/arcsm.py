@@ -147,8 +147,23 @@ class ARCSM(nn.Module):
         the affine layer, two more carry the location and raw log-scale.
         Split them with :meth:`unpack`.
         """
-        context = self.context_net(x)
-        bias = self.head.context_bias(context)
+        return self._conditioning(self.context_net(x), self.head.dimension_bias)
+
+    def conditioner_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
+        """``conditioner(x)[:, d]``: the conditioning ``(batch, C)`` of one dimension.
+
+        Backbones with a ``context_at(x, d)`` method (:class:`MADE`) compute
+        only that dimension's outputs; others run in full.
+        """
+        net = self.context_net
+        at = getattr(net, "context_at", None)
+        context = at(x, d) if at is not None else net(x)[:, d]
+        return self._conditioning(context, self.head.dimension_bias[d])
+
+    def _conditioning(self, context, dimension_bias):
+        # Head biases (a linear map of the context plus a per-dimension
+        # offset) and, with the affine layer, location and raw log-scale.
+        bias = self.head.context_layer(context) + dimension_bias
         if self.affine is None:
             return bias
         return torch.cat([bias, self.affine(context)], dim=-1)

@@ -130,3 +130,19 @@ class MADE(nn.Module):
             h = F.relu(layer(h))
         out = self.layers[-1](h)
         return out.view(x.shape[0], self.n_features, self.context_size)
+
+    def context_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
+        """``forward(x)[:, d]``, shape ``(batch, H)``, computing only what ``d`` needs.
+
+        The output layer holds ``D * H`` of the network's rows; dimension by
+        dimension samplers need ``H`` of them per pass (at D = 784 with 1024
+        hidden units, a quarter of the pass's work instead of all of it).
+        """
+        if self.constant is not None:
+            return self.constant.expand(x.shape[0], self.context_size)
+        h = x
+        for layer in self.layers[:-1]:
+            h = F.relu(layer(h))
+        last = self.layers[-1]
+        rows = slice(d * self.context_size, (d + 1) * self.context_size)
+        return F.linear(h, last.weight[rows] * last.mask[rows], last.bias[rows])
