@@ -79,9 +79,12 @@ def _mixture_scores(rule, lower, upper, mix):
     "rule, log_density_tol",
     [
         (q.simpson(2 * N_CELLS), 1e-5),
-        # Half the nodes, the same bound (hypothesis found 6.4e-6 at
-        # the window edge, where log p = -53).
-        (q.chebyshev(64, 8), 1e-5),
+        # Half the nodes: 6.4e-6 at the window edge (log p = -53), but up
+        # to 2.2e-4 between the modes when the second component's sd (0.30)
+        # is as narrow as a panel (0.30): there the score switches from one
+        # component to the other within about 0.05 (a grid search over the
+        # test's range found 2.2e-4; hypothesis 1.3e-4).
+        (q.chebyshev(64, 8), 3e-4),
     ],
     ids=["simpson-1025", "chebyshev-513"],
 )
