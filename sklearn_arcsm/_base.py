@@ -384,9 +384,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                 net.device = device
                 net.module_.to(device)
                 net.initialize_optimizer()
+            net.accelerator = accelerator
         else:
             net = self._build_net(Z, levels, rule, device, seeds, valid, accelerator)
-        net.accelerator = accelerator
         net.diverged_at_ = None
         fitted = dict(
             mean_=mean,

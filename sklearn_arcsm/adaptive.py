@@ -39,7 +39,9 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # ``index`` whose scores at ``rule``'s nodes are ``scores`` (n,
 # rule.n_points), with the energy at those nodes (n, rule.n_points) and the
 # log-normalizer (n,) that the convergence test already computed.
-FinishFn = Callable[[PanelRule, torch.Tensor, torch.Tensor], torch.Tensor]
+FinishFn = Callable[
+    [PanelRule, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor
+]
 
 
 @dataclass(frozen=True)
@@ -147,16 +149,16 @@ class AdaptiveRule:
                 done = _converged(change, previous, self.tol)
             else:
                 done = torch.ones(finer.shape[0], dtype=torch.bool, device=lo.device)
-            if done.any():
+            accepted[k] = int(done.sum())
+            if accepted[k]:
                 out = finish(rule, index[done], finer[done], energy[done], log_z[done])
                 if results is None:
                     results = out.new_empty((n_total, *out.shape[1:]))
                 results[index[done]] = out
-                accepted[k] = int(done.sum())
-            keep = ~done
-            if not keep.any():
+            if accepted[k] == len(done):
                 break
-            if done.any():  # (when none is done, no copies)
+            if accepted[k]:  # (when none is done, no copies)
+                keep = ~done
                 index, lo, hi = index[keep], lo[keep], hi[keep]
                 finer, fine_log_p, change = finer[keep], fine_log_p[keep], change[keep]
             scores, log_p, previous = finer, fine_log_p, change

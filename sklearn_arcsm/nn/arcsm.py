@@ -162,8 +162,7 @@ class ARCSM(nn.Module):
         the affine layer, two more carry the location and raw log-scale.
         Split them with :meth:`unpack`.
         """
-        context = self._context(x, self.context_net)
-        return self._conditioning(context, self.head.dimension_bias)
+        return self._conditioning(self._context(x, self.context_net))
 
     def conditioner_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
         """``conditioner(x)[:, d]``: the conditioning ``(batch, C)`` of one dimension.
@@ -177,7 +176,7 @@ class ARCSM(nn.Module):
             context = self._context(x, lambda v: at(v, d))
         else:
             context = self._context(x, net)[:, d]
-        return self._conditioning(context, self.head.dimension_bias[d])
+        return self._conditioning(context, d)
 
     def _context(self, x, net):
         """``net(x)``, under bfloat16 autocast when training with it."""
@@ -187,10 +186,10 @@ class ARCSM(nn.Module):
             context = net(x)
         return context.to(x.dtype)
 
-    def _conditioning(self, context, dimension_bias):
-        # Head biases (a linear map of the context plus a per-dimension
-        # offset) and, with the affine layer, location and raw log-scale.
-        bias = self.head.context_layer(context) + dimension_bias
+    def _conditioning(self, context, d=None):
+        # Head biases and, with the affine layer, location and raw log-scale
+        # (of every dimension, or of dimension d alone).
+        bias = self.head.context_bias(context, d)
         if self.affine is None:
             return bias
         return torch.cat([bias, self.affine(context)], dim=-1)

@@ -125,10 +125,7 @@ class MADE(nn.Module):
         """Contexts ``(batch, D, H)`` for ``x`` of shape ``(batch, D)``."""
         if self.constant is not None:
             return self.constant.expand(x.shape[0], 1, self.context_size)
-        h = x
-        for layer in self.layers[:-1]:
-            h = F.relu(layer(h))
-        out = self.layers[-1](h)
+        out = self.layers[-1](self._hidden(x))
         return out.view(x.shape[0], self.n_features, self.context_size)
 
     def context_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
@@ -140,9 +137,15 @@ class MADE(nn.Module):
         """
         if self.constant is not None:
             return self.constant.expand(x.shape[0], self.context_size)
+        last = self.layers[-1]
+        rows = slice(d * self.context_size, (d + 1) * self.context_size)
+        return F.linear(
+            self._hidden(x), last.weight[rows] * last.mask[rows], last.bias[rows]
+        )
+
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """The activations of the last hidden layer."""
         h = x
         for layer in self.layers[:-1]:
             h = F.relu(layer(h))
-        last = self.layers[-1]
-        rows = slice(d * self.context_size, (d + 1) * self.context_size)
-        return F.linear(h, last.weight[rows] * last.mask[rows], last.bias[rows])
+        return h

@@ -76,9 +76,14 @@ class ConditionalScoreHead(nn.Module):
             self.output_layer.weight.mul_(0.1)
             self.output_layer.bias.zero_()
 
-    def context_bias(self, context: torch.Tensor) -> torch.Tensor:
-        """Map contexts ``(batch, D, H)`` to first-layer biases ``(batch, D, K)``."""
-        return self.context_layer(context) + self.dimension_bias
+    def context_bias(self, context: torch.Tensor, d: int | None = None) -> torch.Tensor:
+        """Map contexts ``(batch, D, H)`` to first-layer biases ``(batch, D, K)``.
+
+        With ``d``: the contexts ``(batch, H)`` of dimension ``d`` alone, to
+        ``(batch, K)``.
+        """
+        offset = self.dimension_bias if d is None else self.dimension_bias[d]
+        return self.context_layer(context) + offset
 
     def encode(self, u: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
         """Features of the scalar input: shape ``u.shape + (2 + 2F,)``."""
