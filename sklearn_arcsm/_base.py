@@ -120,6 +120,14 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     _validation_objective: str | None = None
     # What objective="auto" means for this estimator.
     _default_objective: str = "csm"
+    # Weight averaging (ema_decay="auto"). Measured with ARCSMDensity's
+    # defaults (benchmarks/quality): KL on banana 0.036 -> 0.029, rings
+    # 0.067 -> 0.030, funnel 0.039 -> 0.022; held-out log-likelihood on
+    # real data: breast_cancer 28.6 -> 35.9, diabetes -28.1 -> -26.9,
+    # weather -8.80 -> -8.57, vowels 7.96 -> 8.14 nats per row. The last
+    # iterate of Adam at a constant learning rate is a noisy point near the
+    # minimum; the average of the last ~100 steps is closer to it.
+    _default_ema_decay: float | None = 0.99
 
     _parameter_constraints: dict = {
         "backbone": [StrOptions({"made", "pixelcnn"}), callable],
@@ -138,6 +146,11 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
+        "ema_decay": [
+            None,
+            StrOptions({"auto"}),
+            Interval(Real, 0, 1, closed="left"),
+        ],
         "device": [str],
         "distributed": [None, StrOptions({"accelerate"})],
         "mixed_precision": [None, StrOptions({"bf16"})],
@@ -167,6 +180,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         max_epochs=300,
         batch_size=256,
         lr=1e-3,
+        ema_decay="auto",
         device="cpu",
         distributed=None,
         mixed_precision=None,
@@ -192,6 +206,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.ema_decay = ema_decay
         self.device = device
         self.distributed = distributed
         self.mixed_precision = mixed_precision
@@ -246,6 +261,11 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
 
     def _resolve_objective(self) -> str:
         return self._default_objective if self.objective == "auto" else self.objective
+
+    def _resolve_ema_decay(self) -> float | None:
+        if isinstance(self.ema_decay, str):  # "auto"
+            return self._default_ema_decay
+        return self.ema_decay
 
     def _resolve_image_shape(self, n_features: int) -> tuple[int, ...] | None:
         """``(channels, height, width)`` for the PixelCNN; None otherwise."""
@@ -364,6 +384,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             # anneal by repeated warm-started fits).
             net.noise_levels = torch.as_tensor(levels, dtype=torch.float32)
             net.objective = self._resolve_objective()
+            net.ema_decay = self._resolve_ema_decay()
             net.quadrature = rule
             net.train_cells = self._train_cells()
             if net.lr != self.lr:
@@ -513,6 +534,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             valid_seed=seeds["valid"],
             shuffle_seed=seeds["shuffle"],
             accelerator=accelerator,
+            ema_decay=self._resolve_ema_decay(),
             **extra,
         )
         # Seed weight initialization without touching the caller's global

@@ -30,6 +30,7 @@ PARAMETER_ORDER = (
     "max_epochs",
     "batch_size",
     "lr",
+    "ema_decay",
     "device",
     "distributed",
     "mixed_precision",
@@ -114,6 +115,15 @@ SHARED_PARAMETERS = {
     "lr": """\
     lr : float, default=1e-3
         Adam learning rate.
+""",
+    "ema_decay": """\
+    ema_decay : "auto", float in [0, 1) or None, default="auto"
+        Exponential moving average of the weights, updated after every
+        optimizer step (about ``1 / (1 - ema_decay)`` recent steps carry it,
+        after a short warm-up). Validation, early stopping and the fitted
+        model use the average; the optimizer steps the live weights. None
+        keeps the last (or, with early stopping, the best) iterate. "auto":
+        the estimator's measured default (see its Notes).
 """,
     "device": """\
     device : str, default="cpu"

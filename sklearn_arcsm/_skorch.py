@@ -8,6 +8,7 @@ likelihoods); each override says why it exists.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -17,6 +18,7 @@ from skorch.dataset import unpack_data
 from torch.utils.data import DataLoader
 
 from sklearn_arcsm._distributed import average_gradients
+from sklearn_arcsm.nn.averaging import ExponentialAverage
 from sklearn_arcsm.objectives import (
     noise_conditional_csm,
     sampled_negative_log_likelihood,
@@ -70,6 +72,9 @@ class FiniteLossGuard(Callback):
         best = getattr(early, "best_model_weights_", None)
         if best is not None:
             net.module_.load_state_dict(best)
+            # The running average has folded in the diverged steps: a later
+            # continued fit restarts averaging from the restored weights.
+            net.weight_average_ = None
             # Adam's moments are non-finite by now: restart the optimizer, or
             # the warm start that the warning recommends diverges at once.
             net.initialize_optimizer()
@@ -114,6 +119,13 @@ class CSMNet(NeuralNet):
         gradients averaged after each backward pass; validation runs on the
         whole validation set in every process, so that early stopping
         decides the same everywhere. Set to None after training.
+    ema_decay : float in [0, 1) or None
+        Keep an exponential moving average of the weights, updated after
+        every optimizer step (:class:`sklearn_arcsm.nn.averaging.
+        ExponentialAverage`, kept in ``weight_average_``). Validation, early
+        stopping's best checkpoint and the fitted module use the average;
+        training steps use the live weights, which a continued fit resumes.
+        None: no averaging (the last or best iterate).
     """
 
     _generator_names = ("train_generator_", "valid_generator_", "shuffle_generator_")
@@ -130,6 +142,7 @@ class CSMNet(NeuralNet):
         valid_seed=1,
         shuffle_seed=2,
         accelerator=None,
+        ema_decay=None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -142,6 +155,7 @@ class CSMNet(NeuralNet):
         self.valid_seed = valid_seed
         self.shuffle_seed = shuffle_seed
         self.accelerator = accelerator
+        self.ema_decay = ema_decay
 
     def initialize(self):
         super().initialize()
@@ -156,7 +170,32 @@ class CSMNet(NeuralNet):
         )
         # DataLoader shuffling draws on the CPU whatever the device.
         self.shuffle_generator_ = torch.Generator().manual_seed(self.shuffle_seed)
+        self.weight_average_ = None
         return self
+
+    def fit_loop(self, X, y=None, epochs=None, **fit_params):
+        # The average carries over between calls: a continued fit (warm
+        # start, partial_fit, a resumed checkpoint) puts the live weights
+        # back and goes on averaging, so that it trains exactly as one
+        # longer fit would. Without averaging, a continued fit trains on
+        # from the fitted (averaged) weights.
+        average = getattr(self, "weight_average_", None)
+        if self.ema_decay is None:
+            self.weight_average_ = None
+        elif average is None or not average.matches(self.module_):
+            self.weight_average_ = ExponentialAverage(self.module_, self.ema_decay)
+        else:
+            average.set_decay(self.ema_decay)
+            average.to(next(self.module_.parameters()).device)
+        return super().fit_loop(X, y, epochs=epochs, **fit_params)
+
+    def train_step(self, batch, **fit_params):
+        step = super().train_step(batch, **fit_params)
+        if self.weight_average_ is not None:
+            # After the optimizer step (and the cross-process gradient
+            # average), so every process folds in the same weights.
+            self.weight_average_.update(self.module_)
+        return step
 
     def get_iterator(self, dataset, training=False):
         # Shuffle with the net's own seeded generator (skorch's default uses
@@ -196,6 +235,11 @@ class CSMNet(NeuralNet):
             if name in state:
                 generator = state[name]
                 state[name] = (str(generator.device), generator.get_state())
+        average = state.get("weight_average_")
+        if average is not None:
+            # On the CPU, so that a model fitted on a GPU loads anywhere
+            # (skorch maps the module the same way); fit_loop moves it back.
+            state["weight_average_"] = copy.copy(average).to("cpu")
         return state
 
     def __setstate__(self, state):
@@ -289,6 +333,14 @@ class CSMNet(NeuralNet):
         # like with like.
         if not training and iterator is not None:
             self.valid_generator_.manual_seed(self.valid_seed)
-        return super().run_single_epoch(
+        average = getattr(self, "weight_average_", None)
+        if training and average is not None:
+            average.use_live(self.module_)
+        result = super().run_single_epoch(
             iterator, training, prefix, step_fn, **fit_params
         )
+        if training and average is not None:
+            # Validation and the epoch's callbacks (early stopping's
+            # checkpoint) see the average.
+            average.use_average(self.module_)
+        return result

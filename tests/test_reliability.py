@@ -32,20 +32,33 @@ class AtEpoch(Callback):
             self.act(net)
 
 
-class PoisonAt(AtEpoch):
-    """Simulate divergence: set a weight to NaN."""
+class PoisonAt(Callback):
+    """Simulate divergence: set a live weight to NaN after the first training
+    step of the epoch following the n-th. (Live: the weights the optimizer
+    steps. At an epoch's end the module holds the weight average, which the
+    next epoch swaps out again; see ``ema_decay``.)"""
 
-    def act(self, net):
-        with torch.no_grad():
-            net.module_.head.output_layer.bias.fill_(float("nan"))
+    def __init__(self, epoch):
+        self.epoch = epoch
+        self.seen_ = 0
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.seen_ += 1
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and self.seen_ == self.epoch + 1:
+            with torch.no_grad():
+                self.weight(net).fill_(float("nan"))
+
+    def weight(self, net):
+        return net.module_.head.output_layer.bias
 
 
-class PoisonContextAt(AtEpoch):
+class PoisonContextAt(PoisonAt):
     """Simulate divergence inside the context network (issue 10, bug 1)."""
 
-    def act(self, net):
-        with torch.no_grad():
-            net.module_.context_net.layers[-1].bias.fill_(float("nan"))
+    def weight(self, net):
+        return net.module_.context_net.layers[-1].bias
 
 
 class RecordWeights(Callback):
