@@ -128,6 +128,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     # iterate of Adam at a constant learning rate is a noisy point near the
     # minimum; the average of the last ~100 steps is closer to it.
     _default_ema_decay: float | None = 0.99
+    # Early-stopping patience (n_iter_no_change="auto"), per estimator.
+    _default_patience: int = 20
 
     _parameter_constraints: dict = {
         "backbone": [StrOptions({"made", "pixelcnn"}), callable],
@@ -156,7 +158,10 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         "mixed_precision": [None, StrOptions({"bf16"})],
         "early_stopping": ["boolean"],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "n_iter_no_change": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "tol": [Interval(Real, 0, None, closed="left")],
         "callbacks": [None, list],
         "verbose": ["verbose"],
@@ -186,7 +191,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         mixed_precision=None,
         early_stopping=True,
         validation_fraction=0.1,
-        n_iter_no_change=20,
+        n_iter_no_change="auto",
         tol=1e-4,
         callbacks=None,
         verbose=0,
@@ -261,6 +266,11 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
 
     def _resolve_objective(self) -> str:
         return self._default_objective if self.objective == "auto" else self.objective
+
+    def _resolve_patience(self) -> int:
+        if isinstance(self.n_iter_no_change, str):  # "auto"
+            return self._default_patience
+        return self.n_iter_no_change
 
     def _resolve_ema_decay(self) -> float | None:
         if isinstance(self.ema_decay, str):  # "auto"
@@ -552,7 +562,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                     "early_stopping",
                     EarlyStopping(
                         monitor="valid_loss",
-                        patience=self.n_iter_no_change,
+                        patience=self._resolve_patience(),
                         threshold=self.tol,
                         threshold_mode="abs",
                         load_best=True,

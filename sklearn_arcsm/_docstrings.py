@@ -158,8 +158,10 @@ SHARED_PARAMETERS = {
         Fraction of the data held out for early stopping.
 """,
     "n_iter_no_change": """\
-    n_iter_no_change : int, default=20
-        Patience of early stopping, in epochs.
+    n_iter_no_change : "auto" or int, default="auto"
+        Patience of early stopping, in epochs. "auto": 20 for
+        :class:`ARCSMDensity` (held-out log-likelihood), 50 for
+        :class:`CSMScoreEstimator` (held-out CSM, a noisier criterion).
 """,
     "tol": """\
     tol : float, default=1e-4

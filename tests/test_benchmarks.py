@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -96,3 +98,71 @@ def test_image_benchmark_quick_mode_writes_its_tables(tmp_path):
         assert f"| {method} |" in table, method
     assert "| arcsm_made_csm | langevin |" in table
     assert (tmp_path / "image_samples.png").stat().st_size > 0
+
+
+def test_real_data_benchmark_quick_mode_writes_its_table(tmp_path):
+    # The two data sets that ship with scikit-learn (the others need the
+    # benchmarks extra); every method, flows included (zuko is in the test
+    # extra).
+    _run_quick(
+        "benchmarks/quality/run_real.py",
+        *("--datasets", "diabetes", "breast_cancer"),
+        *("--output-dir", str(tmp_path)),
+    )
+    table = (tmp_path / "real.md").read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| data set"))
+    for method in ("arcsm", "gmm", "kde", "maf", "nsf"):
+        assert f" {method} |" in header, method
+    rows = [line for line in table.splitlines() if line.startswith("| diabetes | 10")]
+    # Five methods with standard errors, the best peer and the paired gap.
+    assert len(rows) == 1 and rows[0].count("+-") == 5
+    assert rows[0].rstrip(" |").endswith(")")
+    assert "(scikit-learn load_breast_cancer)" in table
+
+
+def test_score_benchmark_quick_mode_writes_its_table(tmp_path):
+    _run_quick("benchmarks/bench_scores.py", "--output-dir", str(tmp_path))
+    payload = json.loads((tmp_path / "scores.json").read_text())
+    names = {row["target"] for row in payload["rows"]}
+    assert names == {"gaussian8", "mixture2", "banana"}
+    assert all(-10 < row["r2_mean"] <= 1 for row in payload["rows"])
+
+
+def test_score_oracles_match_finite_differences_of_exact_log_densities():
+    # The exact conditional scores are derivatives of log marginals; check
+    # them against central differences of the closed-form Gaussian mixture
+    # marginal log-density, with and without smoothing.
+    import importlib.util
+
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    spec = importlib.util.spec_from_file_location(
+        "score_oracles", ROOT / "benchmarks" / "score_oracles.py"
+    )
+    oracles = importlib.util.module_from_spec(spec)
+    sys.modules["score_oracles"] = oracles  # dataclasses look their module up
+    spec.loader.exec_module(oracles)
+    target = oracles.gaussian_mixture()
+    Y = target.sample(20, np.random.default_rng(0))
+    for noise in (None, 0.3):
+        covs = target.covs + (0 if noise is None else noise**2 * np.eye(2))
+
+        def log_marginal(Z, d, covs=covs):
+            comps = [
+                np.log(w)
+                + multivariate_normal(m[: d + 1], c[: d + 1, : d + 1]).logpdf(
+                    Z[:, : d + 1]
+                )
+                for w, m, c in zip(
+                    np.exp(target.log_weights), target.means, covs, strict=True
+                )
+            ]
+            return logsumexp(np.stack(comps), axis=0)
+
+        scores = target.conditional_scores(Y, noise)
+        for d in range(2):
+            step = np.zeros(2)
+            step[d] = 1e-5
+            fd = (log_marginal(Y + step, d) - log_marginal(Y - step, d)) / 2e-5
+            np.testing.assert_allclose(scores[:, d], fd, rtol=1e-5, atol=1e-6)

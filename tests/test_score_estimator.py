@@ -132,6 +132,46 @@ def test_learns_the_conditional_scores_of_a_gaussian():
     assert np.all(error < 0.25 * baseline), (error, baseline)
 
 
+def _score_oracles():
+    """benchmarks/score_oracles.py: exact conditional scores of mixtures."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "score_oracles.py"
+    spec = importlib.util.spec_from_file_location("score_oracles", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["score_oracles"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _r2_against_exact(target, n_train, seed=0):
+    rng = np.random.default_rng(seed)
+    X, Y = target.sample(n_train, rng), target.sample(2000, rng)
+    est = CSMScoreEstimator(random_state=0).fit(X)
+    truth = target.conditional_scores(Y, est.noise_levels_[-1] * est.scale_)
+    return 1 - ((est.predict(Y) - truth) ** 2).mean(0) / truth.var(0)
+
+
+def test_default_estimator_learns_the_scores_of_a_gaussian_mixture():
+    # Default parameters (weight averaging, patience 50) on 3,000 rows of a
+    # three-component 2-D mixture. Measured R^2 per dimension: 0.929, 0.904
+    # (threshold 0.85); a wrong sign or a score blind to x_<d is far below.
+    r2 = _r2_against_exact(_score_oracles().gaussian_mixture(), 3000)
+    assert np.all(r2 > 0.85), r2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["correlated_gaussian", "gaussian_mixture", "banana"])
+def test_default_estimator_reaches_r2_097_with_20000_rows(name):
+    # The issue's target, R^2 >= 0.97 against the exact conditional scores,
+    # on 20,000 rows (benchmarks/results/scores.md: 0.98 on each; with 5,000
+    # rows the same estimator reaches 0.94 to 0.95).
+    r2 = _r2_against_exact(getattr(_score_oracles(), name)(), 20000)
+    assert np.all(r2 >= 0.97), r2
+
+
 def test_partial_fit_initializes_then_continues():
     X, _ = correlated_gaussian(200, seed=4)
     est = CSMScoreEstimator(**CHEAP_PARAMS, random_state=0)
