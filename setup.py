@@ -43,7 +43,14 @@ setup(
         "dask": ["dask[array,distributed]>=2024.1"],
         "accelerate": ["accelerate>=0.34"],
         "examples": ["matplotlib>=3.7"],
-        "benchmarks": ["matplotlib>=3.7", "zuko>=1.0"],
+        "benchmarks": [
+            "matplotlib>=3.7",
+            "zuko>=1.0",
+            # Real data sets of benchmarks/quality/run_real.py.
+            "vega_datasets",
+            "sktime",
+            "scikit-image",
+        ],
         "docs": [
             "sphinx>=7",
             "sphinx-gallery>=0.15",
