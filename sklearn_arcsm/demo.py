@@ -352,9 +352,7 @@ def format_table(results: Sequence[Result]) -> str:
             f"{r.seconds:>7.1f}  {r.verdict:<5}"
         )
     lines.append("(ARCSM s: seconds to fit ARCSMDensity and score the test set;")
-    lines.append(
-        " ahead: the better model, or tie when the mean per-row difference is"
-    )
+    lines.append(" ahead: the better model, or tie when the mean per-row difference is")
     lines.append(" within one standard error)")
     return "\n".join(lines)
 
