@@ -121,8 +121,8 @@ class CSMNet(NeuralNet):
         decides the same everywhere. Set to None after training.
     ema_decay : float in [0, 1) or None
         Keep an exponential moving average of the weights, updated after
-        every optimizer step (:class:`sklearn_arcsm.nn.averaging.
-        ExponentialAverage`, kept in ``weight_average_``). Validation, early
+        every optimizer step (:class:`sklearn_arcsm.nn.ExponentialAverage`, kept in
+        ``weight_average_``). Validation, early
         stopping's best checkpoint and the fitted module use the average;
         training steps use the live weights, which a continued fit resumes.
         None: no averaging (the last or best iterate).
