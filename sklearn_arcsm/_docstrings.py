@@ -119,11 +119,15 @@ SHARED_PARAMETERS = {
     "ema_decay": """\
     ema_decay : "auto", float in [0, 1) or None, default="auto"
         Exponential moving average of the weights, updated after every
-        optimizer step (about ``1 / (1 - ema_decay)`` recent steps carry it,
-        after a short warm-up). Validation, early stopping and the fitted
-        model use the average; the optimizer steps the live weights. None
-        keeps the last (or, with early stopping, the best) iterate. "auto":
-        the estimator's measured default (see its Notes).
+        optimizer step with the decay ``min(ema_decay, (1 + t) / (10 + t))``
+        at step ``t`` (so the first ~900 steps average roughly their last
+        tenth; later about ``1 / (1 - ema_decay)`` recent steps carry it;
+        :class:`sklearn_arcsm.nn.ExponentialAverage`). Validation, early
+        stopping and the fitted model use the average; the optimizer steps
+        the live weights, and continued fits resume both. None keeps the
+        last (or, with early stopping, the best) iterate. "auto": 0.99, the
+        measured default of both estimators (user guide, "Weight
+        averaging").
 """,
     "device": """\
     device : str, default="cpu"
