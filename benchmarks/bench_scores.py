@@ -79,7 +79,7 @@ def run(quick: bool) -> list[dict]:
                 est = CSMScoreEstimator(ema_decay=ema, random_state=0, **extra).fit(X)
                 fit_s = time.perf_counter() - t0
                 r2 = conditional_score_r2(est, target, Y)
-                label = "None" if ema is None else f"auto ({est._resolve_ema_decay()})"
+                label = "None" if ema is None else f"auto ({est.net_.ema_decay})"
                 row = dict(
                     target=name,
                     n_features=target.n_features,

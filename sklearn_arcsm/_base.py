@@ -129,7 +129,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     # minimum; the average of the last ~100 steps is closer to it.
     _default_ema_decay: float | None = 0.99
     # Early-stopping patience (n_iter_no_change="auto"), per estimator.
-    _default_patience: int = 20
+    _default_n_iter_no_change: int = 20
 
     _parameter_constraints: dict = {
         "backbone": [StrOptions({"made", "pixelcnn"}), callable],
@@ -264,18 +264,12 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             return TRAIN_LIKELIHOOD_CELLS
         return min(TRAIN_LIKELIHOOD_CELLS, 4 * int(self.n_quadrature))
 
-    def _resolve_objective(self) -> str:
-        return self._default_objective if self.objective == "auto" else self.objective
-
-    def _resolve_patience(self) -> int:
-        if isinstance(self.n_iter_no_change, str):  # "auto"
-            return self._default_patience
-        return self.n_iter_no_change
-
-    def _resolve_ema_decay(self) -> float | None:
-        if isinstance(self.ema_decay, str):  # "auto"
-            return self._default_ema_decay
-        return self.ema_decay
+    def _resolved(self, name: str):
+        """Parameter ``name``, with "auto" replaced by ``_default_<name>``."""
+        value = getattr(self, name)
+        if isinstance(value, str) and value == "auto":
+            return getattr(self, f"_default_{name}")
+        return value
 
     def _resolve_image_shape(self, n_features: int) -> tuple[int, ...] | None:
         """``(channels, height, width)`` for the PixelCNN; None otherwise."""
@@ -393,8 +387,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             # New noise levels or learning rate apply from here on (e.g. to
             # anneal by repeated warm-started fits).
             net.noise_levels = torch.as_tensor(levels, dtype=torch.float32)
-            net.objective = self._resolve_objective()
-            net.ema_decay = self._resolve_ema_decay()
+            net.objective = self._resolved("objective")
+            net.ema_decay = self._resolved("ema_decay")
             net.quadrature = rule
             net.train_cells = self._train_cells()
             if net.lr != self.lr:
@@ -424,7 +418,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             scale_=scale,
             noise_levels_=levels,
             device_=device,
-            objective_=self._resolve_objective(),
+            objective_=self._resolved("objective"),
             quadrature_=rule,
         )
         checkpoints = [
@@ -536,7 +530,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             device=device,
             verbose=self.verbose,
             noise_levels=torch.as_tensor(levels, dtype=torch.float32),
-            objective=self._resolve_objective(),
+            objective=self._resolved("objective"),
             valid_objective=self._validation_objective,
             quadrature=rule,
             train_cells=self._train_cells(),
@@ -544,7 +538,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             valid_seed=seeds["valid"],
             shuffle_seed=seeds["shuffle"],
             accelerator=accelerator,
-            ema_decay=self._resolve_ema_decay(),
+            ema_decay=self._resolved("ema_decay"),
             **extra,
         )
         # Seed weight initialization without touching the caller's global
@@ -562,7 +556,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                     "early_stopping",
                     EarlyStopping(
                         monitor="valid_loss",
-                        patience=self._resolve_patience(),
+                        patience=self._resolved("n_iter_no_change"),
                         threshold=self.tol,
                         threshold_mode="abs",
                         load_best=True,

@@ -98,7 +98,7 @@ class CSMScoreEstimator(BaseCSMEstimator):
     # Gaussian mixture (5,000 rows, benchmarks/bench_scores.py) stopped at
     # epoch 30 with R^2 0.76 against its exact scores; patience 50 trained
     # 124 epochs to 0.94, and changed the Gaussian and the banana by < 0.001.
-    _default_patience = 50
+    _default_n_iter_no_change = 50
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

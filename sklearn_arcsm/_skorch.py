@@ -121,11 +121,11 @@ class CSMNet(NeuralNet):
         decides the same everywhere. Set to None after training.
     ema_decay : float in [0, 1) or None
         Keep an exponential moving average of the weights, updated after
-        every optimizer step (:class:`sklearn_arcsm.nn.ExponentialAverage`, kept in
-        ``weight_average_``). Validation, early
-        stopping's best checkpoint and the fitted module use the average;
-        training steps use the live weights, which a continued fit resumes.
-        None: no averaging (the last or best iterate).
+        every optimizer step (:class:`sklearn_arcsm.nn.ExponentialAverage`,
+        kept in ``weight_average_``). Validation, early stopping's best
+        checkpoint and the fitted module use the average; training steps use
+        the live weights, which a continued fit resumes. None: no averaging
+        (the last or best iterate).
     """
 
     _generator_names = ("train_generator_", "valid_generator_", "shuffle_generator_")
@@ -178,11 +178,12 @@ class CSMNet(NeuralNet):
         # start, partial_fit, a resumed checkpoint) puts the live weights
         # back and goes on averaging, so that it trains exactly as one
         # longer fit would. Without averaging, a continued fit trains on
-        # from the fitted (averaged) weights.
+        # from the fitted (averaged) weights. (initialize() resets the
+        # average with the module; nets pickled before averaging lack it.)
         average = getattr(self, "weight_average_", None)
         if self.ema_decay is None:
             self.weight_average_ = None
-        elif average is None or not average.matches(self.module_):
+        elif average is None:
             self.weight_average_ = ExponentialAverage(self.module_, self.ema_decay)
         else:
             average.set_decay(self.ema_decay)
@@ -333,7 +334,8 @@ class CSMNet(NeuralNet):
         # like with like.
         if not training and iterator is not None:
             self.valid_generator_.manual_seed(self.valid_seed)
-        average = getattr(self, "weight_average_", None)
+        # (fit_loop has set weight_average_ before any epoch runs.)
+        average = self.weight_average_
         if training and average is not None:
             average.use_live(self.module_)
         result = super().run_single_epoch(

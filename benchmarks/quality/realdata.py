@@ -51,10 +51,10 @@ class RealData:
 def recording_step(column, max_decimals=6):
     """The coarsest power-of-ten grid all values of ``column`` lie on.
 
-    ``0.1`` for a column recorded to one decimal, ``1`` for integers (also
-    ``10`` is not tried: a count that happens to be even stays on the unit
-    grid). A column with more than ``max_decimals`` decimals is continuous for
-    our purposes and gets ``10**-max_decimals``.
+    ``0.1`` for a column recorded to one decimal, ``1`` for integers. Grids
+    coarser than 1 are not tried, so counts that happen to be multiples of
+    ten stay on the unit grid. A column with more than ``max_decimals``
+    decimals is continuous for our purposes and gets ``10**-max_decimals``.
     """
     for decimals in range(max_decimals + 1):
         step = 10.0**-decimals

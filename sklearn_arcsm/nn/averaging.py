@@ -47,13 +47,6 @@ class ExponentialAverage:
         """Whether the module currently holds the average."""
         return self.stashed is not None
 
-    def matches(self, module: torch.nn.Module) -> bool:
-        """Whether this average has one tensor per parameter of ``module``."""
-        params = _params(module)
-        return len(params) == len(self.average) and all(
-            p.shape == a.shape for p, a in zip(params, self.average, strict=True)
-        )
-
     def set_decay(self, decay: float) -> None:
         self.decay = _check_decay(decay)
 
