@@ -5,6 +5,7 @@ Nothing here imports scikit-learn or skorch.
 
 from sklearn_arcsm.nn.arcsm import ARCSM, check_context_network
 from sklearn_arcsm.nn.averaging import ExponentialAverage
+from sklearn_arcsm.nn.conditional import ConditionalMADE
 from sklearn_arcsm.nn.conv import GatedPixelCNN, MaskedConv2d, PixelCNN
 from sklearn_arcsm.nn.gaussian_made import GaussianMADE
 from sklearn_arcsm.nn.made import MADE, MaskedLinear, made_masks
@@ -12,6 +13,7 @@ from sklearn_arcsm.nn.score_head import ConditionalScoreHead
 
 __all__ = [
     "ARCSM",
+    "ConditionalMADE",
     "ConditionalScoreHead",
     "ExponentialAverage",
     "GatedPixelCNN",

@@ -38,6 +38,7 @@ from torch import nn
 
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.adaptive import AdaptiveRule
+from sklearn_arcsm.nn.conditional import ConditionalMADE
 from sklearn_arcsm.nn.conv import GatedPixelCNN
 from sklearn_arcsm.nn.made import MADE
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
@@ -94,6 +95,17 @@ class ARCSM(nn.Module):
         in float32 (training) or float64 (inference): they set the accuracy
         of scores and densities, and bfloat16's 8-bit mantissa would
         dominate their error. Evaluation mode ignores it.
+    n_conditions : int, default=0
+        Width of a condition ``c`` the model is conditional on, making it a
+        model of ``p(x | c)`` (amortized over ``c``, as a VAE's encoder
+        scores need): contexts ``c_d(x_<d, c)``. Every method that computes
+        contexts then takes ``condition=`` of shape ``(batch, n_conditions)``.
+        With ``backbone="made"`` the context network is a
+        :class:`~sklearn_arcsm.nn.ConditionalMADE`; a custom backbone must
+        take ``(x, condition)``. 0: unconditional.
+    embedding : nn.Module, optional
+        Embedding of the condition for the default conditional MADE (see
+        :class:`~sklearn_arcsm.nn.ConditionalMADE`).
     """
 
     def __init__(
@@ -111,6 +123,8 @@ class ARCSM(nn.Module):
         affine: bool = True,
         kernel_size: int = 5,
         mixed_precision: str | None = None,
+        n_conditions: int = 0,
+        embedding: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if mixed_precision not in (None, "bf16"):
@@ -120,7 +134,19 @@ class ARCSM(nn.Module):
         self.mixed_precision = mixed_precision
         self.n_features = n_features
         self.tail_scale = float(tail_scale)
-        if isinstance(backbone, str) and backbone == "made":
+        self.n_conditions = int(n_conditions)
+        if self.n_conditions and isinstance(backbone, str) and backbone != "made":
+            raise ValueError(
+                "a conditional model (n_conditions > 0) takes backbone='made' or a "
+                f"module that maps (x, condition) to contexts; got {backbone!r}."
+            )
+        if embedding is not None and not self.n_conditions:
+            raise ValueError("an embedding needs n_conditions > 0.")
+        if isinstance(backbone, str) and backbone == "made" and self.n_conditions:
+            self.context_net = ConditionalMADE(
+                n_features, self.n_conditions, hidden_sizes, context_size, embedding
+            )
+        elif isinstance(backbone, str) and backbone == "made":
             self.context_net = MADE(n_features, hidden_sizes, context_size)
         elif isinstance(backbone, str) and backbone == "pixelcnn":
             self.context_net = _gated_pixelcnn(
@@ -130,7 +156,7 @@ class ARCSM(nn.Module):
             net = backbone
             if not isinstance(backbone, nn.Module):
                 net = backbone(n_features, context_size)
-            check_context_network(net, n_features, context_size)
+            check_context_network(net, n_features, context_size, self.n_conditions)
             self.context_net = net
         else:
             raise ValueError(
@@ -154,17 +180,23 @@ class ARCSM(nn.Module):
         super().__setstate__(state)
         self._modules.setdefault("affine", None)
         self.__dict__.setdefault("mixed_precision", None)
+        self.__dict__.setdefault("n_conditions", 0)
 
-    def conditioner(self, x: torch.Tensor) -> torch.Tensor:
+    def conditioner(
+        self, x: torch.Tensor, condition: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Conditioning ``(batch, D, C)``: entry ``d`` sees ``x[:, :d]`` only.
 
         The first ``K`` channels are the score head's first-layer biases; with
         the affine layer, two more carry the location and raw log-scale.
-        Split them with :meth:`unpack`.
+        Split them with :meth:`unpack`. ``condition`` (batch, n_conditions):
+        for a conditional model only, which then sees all of it.
         """
-        return self._conditioning(self._context(x, self.context_net))
+        return self._conditioning(self._context(x, self.context_net, condition))
 
-    def conditioner_at(self, x: torch.Tensor, d: int) -> torch.Tensor:
+    def conditioner_at(
+        self, x: torch.Tensor, d: int, condition: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``conditioner(x)[:, d]``: the conditioning ``(batch, C)`` of one dimension.
 
         Backbones with a ``context_at(x, d)`` method (:class:`MADE`) compute
@@ -172,18 +204,34 @@ class ARCSM(nn.Module):
         """
         net = self.context_net
         at = getattr(net, "context_at", None)
-        if at is not None:
+        if at is not None and self.n_conditions:
+            context = self._context(x, lambda v, c: at(v, d, c), condition)
+        elif at is not None:
             context = self._context(x, lambda v: at(v, d))
         else:
-            context = self._context(x, net)[:, d]
+            context = self._context(x, net, condition)[:, d]
         return self._conditioning(context, d)
 
-    def _context(self, x, net):
-        """``net(x)``, under bfloat16 autocast when training with it."""
+    def _context(self, x, net, condition=None):
+        """``net(x)`` or ``net(x, condition)``; under bf16 autocast when training so."""
+        if self.n_conditions:
+            if condition is None:
+                raise ValueError(
+                    "this model is conditional (n_conditions="
+                    f"{self.n_conditions}): pass condition= of shape (batch, "
+                    f"{self.n_conditions})."
+                )
+            args = (x, condition)
+        elif condition is not None:
+            raise ValueError(
+                "this model is unconditional (n_conditions=0); it takes no condition."
+            )
+        else:
+            args = (x,)
         if self.mixed_precision is None or not self.training:
-            return net(x)
+            return net(*args)
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-            context = net(x)
+            context = net(*args)
         return context.to(x.dtype)
 
     def _conditioning(self, context, d=None):
@@ -281,9 +329,14 @@ class ARCSM(nn.Module):
         scores = torch.where((v > upper) | (v < lower), outward, scores)
         return scores - (v - inside) / self.tail_scale**2
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        sigma: torch.Tensor,
+        condition: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Conditional scores ``(batch, D)`` at ``x`` and noise level ``sigma``."""
-        return self.conditional_scores(self.conditioner(x), x, sigma)
+        return self.conditional_scores(self.conditioner(x, condition), x, sigma)
 
     def grid(self, rule: quadrature.PanelRule | int) -> torch.Tensor:
         """Quadrature nodes ``(D, n_points)`` spanning each dimension's window.
@@ -326,6 +379,7 @@ class ARCSM(nn.Module):
         sigma: torch.Tensor,
         rule: quadrature.PanelRule | AdaptiveRule | int,
         head: nn.Module | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Exact normalized log-density ``(batch,)`` up to quadrature error.
 
@@ -336,8 +390,11 @@ class ARCSM(nn.Module):
         that refines each conditional to its tolerance. ``head`` (default:
         the module's own) evaluates the scores, for instance a float32 copy
         for fast inference; the quadrature runs in the dtype of ``x``.
+        A conditional model (``n_conditions > 0``) gives ``log p(x | condition)``.
         """
-        return self.conditional_log_prob(x, sigma, rule, head).sum(dim=-1)
+        return self.conditional_log_prob(x, sigma, rule, head, condition=condition).sum(
+            dim=-1
+        )
 
     def conditional_log_prob(
         self,
@@ -346,13 +403,15 @@ class ARCSM(nn.Module):
         rule: quadrature.PanelRule | AdaptiveRule | int,
         head: nn.Module | None = None,
         stats: dict | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Per-dimension terms ``log p(x_d | x_<d)``: shape ``(batch, D)``.
 
         ``stats`` (adaptive rules only) receives the refinement counts of
-        :meth:`~sklearn_arcsm.adaptive.AdaptiveRule.evaluate`.
+        :meth:`~sklearn_arcsm.adaptive.AdaptiveRule.evaluate`; ``condition``
+        as in :meth:`log_prob`.
         """
-        conditioning = self.conditioner(x)
+        conditioning = self.conditioner(x, condition)
         v, log_scale = self.to_window(conditioning, x)
         lower, upper = self.lower.to(x.dtype), self.upper.to(x.dtype)
         if isinstance(rule, AdaptiveRule):
@@ -444,6 +503,7 @@ class ARCSM(nn.Module):
         rule: quadrature.PanelRule | int,
         shift: torch.Tensor | None = None,
         conditioning: torch.Tensor | None = None,
+        condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``log p(x_d | x_<d)`` for one dimension ``d = dims[i]`` per row.
 
@@ -470,6 +530,8 @@ class ARCSM(nn.Module):
         conditioning : torch.Tensor of shape (batch, D, C), optional
             ``conditioner(x)``, when already computed (it does not depend on
             ``dims``, so several calls on the same ``x`` can share it).
+        condition : torch.Tensor of shape (batch, n_conditions), optional
+            For a conditional model, when ``conditioning`` is not given.
 
         Returns
         -------
@@ -477,7 +539,7 @@ class ARCSM(nn.Module):
         """
         rows = torch.arange(x.shape[0], device=x.device)
         if conditioning is None:
-            conditioning = self.conditioner(x)
+            conditioning = self.conditioner(x, condition)
         conditioning = conditioning[rows, dims]  # (batch, C)
         bias = self.unpack(conditioning)[0][:, None, :]  # (batch, 1, K)
         v, log_scale = self.to_window(conditioning, x[rows, dims])
@@ -538,7 +600,11 @@ def _gated_pixelcnn(n_features, hidden_sizes, context_size, image_shape, kernel_
 
 
 def check_context_network(
-    net: nn.Module, n_features: int, context_size: int, n_probes: int = 16
+    net: nn.Module,
+    n_features: int,
+    context_size: int,
+    n_conditions: int = 0,
+    n_probes: int = 16,
 ) -> None:
     """Check that a context network is autoregressive, cheaply.
 
@@ -553,6 +619,9 @@ def check_context_network(
     net : nn.Module
         Maps ``(batch, n_features)`` to ``(batch, n_features, context_size)``.
     n_features, context_size : int
+    n_conditions : int, default=0
+        For a conditional network, which is called as ``net(x, condition)``
+        with a random condition of this width.
     n_probes : int, default=16
 
     Raises
@@ -571,8 +640,12 @@ def check_context_network(
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, n_features, generator=generator, dtype=dtype)
     x = x.to(device).requires_grad_(True)
+    args = (x,)
+    if n_conditions:
+        condition = torch.randn(2, n_conditions, generator=generator, dtype=dtype)
+        args = (x, condition.to(device))
     with torch.enable_grad():
-        out = net(x)
+        out = net(*args)
         expected = (2, n_features, context_size)
         if tuple(out.shape) != expected:
             raise ValueError(
