@@ -51,6 +51,7 @@ def log_density_gradient(
     sigma: torch.Tensor,
     rule: quadrature.PanelRule | AdaptiveRule | int,
     head: torch.nn.Module | None = None,
+    condition: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The log-density and its gradient (the joint score) by autograd.
 
@@ -66,6 +67,9 @@ def log_density_gradient(
         gradient is that of the density this rule computes.
     head : torch.nn.Module, optional
         Evaluates the scores (default: the model's own head).
+    condition : torch.Tensor of shape (batch, n_conditions), optional
+        For a conditional model: the gradient is that of ``log p(x |
+        condition)`` in ``x`` (the condition is held fixed).
 
     Returns
     -------
@@ -75,7 +79,7 @@ def log_density_gradient(
     """
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        log_p = model.log_prob(x, sigma, rule, head=head)
+        log_p = model.log_prob(x, sigma, rule, head=head, condition=condition)
         (grad,) = torch.autograd.grad(log_p.sum(), x)
     return log_p.detach(), grad
 
