@@ -40,7 +40,7 @@ def test_every_method_trains_and_improves_its_objective(method):
         X,
         entropy,
         epochs=15,
-        batch_size=40,
+        batch_size=20,
         score_warmup=5,
         generator=torch.Generator().manual_seed(1),
     )
