@@ -128,6 +128,17 @@ def test_score_benchmark_quick_mode_writes_its_table(tmp_path):
     assert all(-10 < row["r2_mean"] <= 1 for row in payload["rows"])
 
 
+def test_vae_benchmark_quick_mode_writes_its_tables(tmp_path):
+    _run_quick("benchmarks/bench_vae.py", "--output-dir", str(tmp_path))
+    payload = json.loads((tmp_path / "vae.json").read_text())
+    methods = {row["method"] for row in payload["rows"]}
+    assert methods == {"elbo", "csm", "csm-joint", "ssm"}
+    assert all(0 < row["nll"] < 1000 for row in payload["rows"])
+    assert (
+        payload["ais_check"] and "AIS convergence" in (tmp_path / "vae.md").read_text()
+    )
+
+
 def test_score_oracles_match_finite_differences_of_exact_log_densities():
     # The exact conditional scores are derivatives of log marginals; check
     # them against central differences of the closed-form Gaussian mixture
