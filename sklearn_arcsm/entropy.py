@@ -37,6 +37,7 @@ from torch import nn
 
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.nn.arcsm import ARCSM
+from sklearn_arcsm.nn.conditional import default_embedding
 from sklearn_arcsm.objectives import (
     composite_score_matching,
     entropy_surrogate,
@@ -49,7 +50,18 @@ __all__ = ["CSMEntropyGradient", "SSMEntropyGradient"]
 GRADIENTS = ("conditional", "joint")
 
 
-class CSMEntropyGradient(nn.Module):
+class _EntropyGradient(nn.Module):
+    """A score model of ``q(z | x)``: subclasses define ``scores(z, x)``."""
+
+    def surrogate(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample surrogate ``(batch,)``; its encoder gradient is ``-grad H``.
+
+        ``z`` must still be attached to the encoder's graph.
+        """
+        return entropy_surrogate(z, self.scores(z, x))
+
+
+class CSMEntropyGradient(_EntropyGradient):
     """Conditional AR-CSM of ``q(z | x)`` and the entropy surrogate it gives.
 
     Parameters
@@ -153,15 +165,8 @@ class CSMEntropyGradient(nn.Module):
         """The model's normalized ``log q(z | x)``, shape ``(batch,)``."""
         return self.model.log_prob(z, self.sigma, self.rule, condition=x)
 
-    def surrogate(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample surrogate ``(batch,)``; its gradient in the encoder: ``-grad H``.
 
-        ``z`` must still be attached to the encoder's graph.
-        """
-        return entropy_surrogate(z, self.scores(z, x))
-
-
-class SSMEntropyGradient(nn.Module):
+class SSMEntropyGradient(_EntropyGradient):
     """Joint score network ``s(z, x)`` trained by sliced score matching.
 
     Parameters
@@ -193,7 +198,7 @@ class SSMEntropyGradient(nn.Module):
             raise ValueError("SSMEntropyGradient needs at least one hidden layer.")
         width = int(hidden_sizes[0])
         if embedding is None:
-            embedding = nn.Sequential(nn.Linear(n_conditions, width), nn.ReLU())
+            embedding = default_embedding(n_conditions, width)
         self.embedding = embedding
         with torch.no_grad():
             embedded = embedding(torch.zeros(1, n_conditions)).shape[1]
@@ -234,7 +239,3 @@ class SSMEntropyGradient(nn.Module):
         """Joint scores ``(batch, D)`` at ``z`` given ``x``, detached."""
         with torch.no_grad():
             return self(z.detach(), x.detach())
-
-    def surrogate(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample surrogate ``(batch,)``; its encoder gradient is ``-grad H``."""
-        return entropy_surrogate(z, self.scores(z, x))
