@@ -37,7 +37,8 @@ from torch import nn
 
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.nn.arcsm import ARCSM
-from sklearn_arcsm.nn.conditional import default_embedding
+from sklearn_arcsm.nn.conditional import default_embedding, embedding_width
+from sklearn_arcsm.nn.mlp import mlp
 from sklearn_arcsm.objectives import (
     composite_score_matching,
     entropy_surrogate,
@@ -200,14 +201,8 @@ class SSMEntropyGradient(_EntropyGradient):
         if embedding is None:
             embedding = default_embedding(n_conditions, width)
         self.embedding = embedding
-        with torch.no_grad():
-            embedded = embedding(torch.zeros(1, n_conditions)).shape[1]
-        sizes = [latent_dim + embedded, *hidden_sizes]
-        layers = []
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-            layers += [nn.Linear(a, b), nn.SiLU()]
-        layers.append(nn.Linear(sizes[-1], latent_dim))
-        self.net = nn.Sequential(*layers)
+        sizes = [latent_dim + embedding_width(embedding, n_conditions), *hidden_sizes]
+        self.net = mlp([*sizes, latent_dim], activation=nn.SiLU)
         self.n_projections = n_projections
 
     def forward(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from sklearn_arcsm.entropy import CSMEntropyGradient, SSMEntropyGradient
 from sklearn_arcsm.nn.conditional import ConditionalMADE
+from sklearn_arcsm.nn.mlp import mlp
 
 __all__ = [
     "BernoulliDecoder",
@@ -63,15 +64,6 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z.square() + LOG_2PI).sum(dim=-1)
 
 
-def _mlp(sizes: Sequence[int], activation=nn.ReLU, last_activation=False) -> nn.Module:
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(nn.Linear(a, b))
-        if i < len(sizes) - 2 or last_activation:
-            layers.append(activation())
-    return nn.Sequential(*layers)
-
-
 class BernoulliDecoder(nn.Module):
     """``p(x | z) = prod_j Bernoulli(x_j; sigmoid(f(z)_j))``.
 
@@ -87,7 +79,7 @@ class BernoulliDecoder(nn.Module):
         self, latent_dim: int, n_features: int, hidden_sizes: Sequence[int] = (300, 300)
     ) -> None:
         super().__init__()
-        self.net = _mlp([latent_dim, *hidden_sizes, n_features])
+        self.net = mlp([latent_dim, *hidden_sizes, n_features])
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, n_features)``."""
@@ -113,7 +105,7 @@ class GaussianEncoder(nn.Module):
         self, n_features: int, latent_dim: int, hidden_sizes: Sequence[int] = (300, 300)
     ) -> None:
         super().__init__()
-        self.trunk = _mlp([n_features, *hidden_sizes], last_activation=True)
+        self.trunk = mlp([n_features, *hidden_sizes], last_activation=True)
         self.out = nn.Linear(hidden_sizes[-1], 2 * latent_dim)
         self.latent_dim = latent_dim
 
@@ -181,7 +173,7 @@ class ImplicitEncoder(nn.Module):
         self.latent_dim = latent_dim
         self.autoregressive = autoregressive
         width = hidden_sizes[-1]
-        self.trunk = _mlp([n_features, *hidden_sizes], last_activation=True)
+        self.trunk = mlp([n_features, *hidden_sizes], last_activation=True)
         if autoregressive:
             # The trunk's features are the MADE's condition (embedded as they
             # are), computed once per batch rather than once per dimension.
@@ -189,10 +181,10 @@ class ImplicitEncoder(nn.Module):
                 latent_dim, width, (width,), context_size, embedding=nn.Identity()
             )
             self.location_scale = nn.Linear(context_size, 2)
-            self.warp = _mlp([context_size + 1, *noise_sizes, 1], activation=nn.SiLU)
+            self.warp = mlp([context_size + 1, *noise_sizes, 1], activation=nn.SiLU)
         else:
             self.location_scale = nn.Linear(width, 2 * latent_dim)
-            self.warp = _mlp(
+            self.warp = mlp(
                 [width + latent_dim, *noise_sizes, latent_dim], activation=nn.SiLU
             )
         nn.init.zeros_(self.warp[-1].weight)

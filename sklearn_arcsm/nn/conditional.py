@@ -20,13 +20,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from sklearn_arcsm.nn.made import MADE
+from sklearn_arcsm.nn.mlp import mlp
 
-__all__ = ["ConditionalMADE", "default_embedding"]
+__all__ = ["ConditionalMADE", "default_embedding", "embedding_width"]
 
 
 def default_embedding(n_conditions: int, width: int) -> nn.Module:
     """The default embedding of a condition: ``Linear(n_conditions, width) + ReLU``."""
-    return nn.Sequential(nn.Linear(n_conditions, width), nn.ReLU())
+    return mlp([n_conditions, width], last_activation=True)
 
 
 class ConditionalMADE(MADE):
@@ -72,7 +73,7 @@ class ConditionalMADE(MADE):
         if embedding is None:
             embedding = default_embedding(n_conditions, hidden_sizes[0])
         self.embedding = embedding
-        width = _output_width(embedding, n_conditions)
+        width = embedding_width(embedding, n_conditions)
         # D = 1 has no hidden layers (MADE keeps a constant context): the
         # condition then reaches the context through the output map only.
         self.condition_hidden = (
@@ -89,7 +90,9 @@ class ConditionalMADE(MADE):
         if self.constant is not None:
             out = out + self.constant
         else:
-            out = out + self.layers[-1](self._hidden(x, embedded))
+            out = out + self.layers[-1](
+                self._hidden(x, self.condition_hidden(embedded))
+            )
         return out.view(x.shape[0], self.n_features, self.context_size)
 
     def context_at(
@@ -103,7 +106,7 @@ class ConditionalMADE(MADE):
             return out + self.constant
         last = self.layers[-1]
         return out + F.linear(
-            self._hidden(x, embedded),
+            self._hidden(x, self.condition_hidden(embedded)),
             last.weight[rows] * last.mask[rows],
             last.bias[rows],
         )
@@ -121,18 +124,9 @@ class ConditionalMADE(MADE):
             )
         return self.embedding(condition.to(x.dtype))
 
-    def _hidden(self, x, embedded=None):
-        """Last hidden activations; the embedding joins the first layer."""
-        h = x
-        for i, layer in enumerate(self.layers[:-1]):
-            pre = layer(h)
-            if i == 0 and embedded is not None:
-                pre = pre + self.condition_hidden(embedded)
-            h = F.relu(pre)
-        return h
 
-
-def _output_width(embedding: nn.Module, n_conditions: int) -> int:
+def embedding_width(embedding: nn.Module, n_conditions: int) -> int:
+    """The output width of ``embedding``, read off one forward pass on zeros."""
     param = next(embedding.parameters(), None)
     probe = torch.zeros(
         1,

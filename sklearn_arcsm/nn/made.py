@@ -143,9 +143,19 @@ class MADE(nn.Module):
             self._hidden(x), last.weight[rows] * last.mask[rows], last.bias[rows]
         )
 
-    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """The activations of the last hidden layer."""
+    def _hidden(
+        self, x: torch.Tensor, first_bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The activations of the last hidden layer.
+
+        ``first_bias`` (batch, hidden_sizes[0]) is added to the first layer's
+        pre-activation (how :class:`~sklearn_arcsm.nn.ConditionalMADE` feeds
+        in its condition).
+        """
         h = x
-        for layer in self.layers[:-1]:
-            h = F.relu(layer(h))
+        for i, layer in enumerate(self.layers[:-1]):
+            pre = layer(h)
+            if i == 0 and first_bias is not None:
+                pre = pre + first_bias
+            h = F.relu(pre)
         return h
