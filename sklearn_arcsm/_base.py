@@ -29,9 +29,10 @@ from sklearn_arcsm._distributed import (
     main_process_print,
     make_accelerator,
 )
-from sklearn_arcsm._inference import FittedModelMixin
+from sklearn_arcsm._inference import FittedModelMixin, check_inside
 from sklearn_arcsm._skorch import TRAIN_LIKELIHOOD_CELLS, CSMNet, FiniteLossGuard
 from sklearn_arcsm.adaptive import AdaptiveRule
+from sklearn_arcsm.bounds import BoxBounds
 from sklearn_arcsm.callbacks import EstimatorCheckpoint
 from sklearn_arcsm.nn import ARCSM
 
@@ -47,7 +48,9 @@ TAIL_SCALE = 1.0
 # older versions of the package refuse format 2 instead of ignoring it.
 # Format 3 added the fitted quadrature rule `quadrature_`; older fits load
 # with the Simpson rule of their `n_quadrature` cells, as they were scored.
-PERSISTENCE_FORMAT = 3
+# Format 4 added `bounds_` (the box of a bounded model, see
+# sklearn_arcsm.bounds); older fits load unbounded, as they were fitted.
+PERSISTENCE_FORMAT = 4
 # Tolerance of the adaptive rule (n_quadrature="auto"), in nats per
 # conditional: the estimated error of the level a conditional is accepted at
 # (see sklearn_arcsm.adaptive). Measured against a 2049-node float64
@@ -79,6 +82,11 @@ def _mean_and_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = scaled.mean(axis=0) * magnitude
     scale = scaled.std(axis=0) * magnitude
     return mean, np.where(scale > 0, scale, 1.0)
+
+
+def _to_model_space(bounds: BoxBounds, X: np.ndarray) -> np.ndarray:
+    """``bounds.forward`` of rows inside the box, as float64 numpy."""
+    return bounds.forward(torch.as_tensor(X, dtype=torch.float64)).numpy()
 
 
 def default_noise_levels() -> np.ndarray:
@@ -134,6 +142,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "backbone": [StrOptions({"made", "pixelcnn"}), callable],
         "image_shape": [None, tuple, list],
+        "bounds": [None, "array-like"],
         "hidden_layer_sizes": [StrOptions({"auto"}), "array-like"],
         "kernel_size": [Interval(Integral, 1, None, closed="left")],
         "context_size": [Interval(Integral, 1, None, closed="left")],
@@ -174,6 +183,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         *,
         backbone="made",
         image_shape=None,
+        bounds=None,
         hidden_layer_sizes="auto",
         kernel_size=5,
         context_size=8,
@@ -200,6 +210,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     ):
         self.backbone = backbone
         self.image_shape = image_shape
+        self.bounds = bounds
         self.hidden_layer_sizes = hidden_layer_sizes
         self.kernel_size = kernel_size
         self.context_size = context_size
@@ -297,6 +308,25 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             )
         return shape
 
+    def _resolve_bounds(self, n_features: int) -> BoxBounds | None:
+        """The ``bounds`` parameter as a :class:`BoxBounds` (None: no bounds)."""
+        if self.bounds is None:
+            return None
+        try:
+            values = np.asarray(self.bounds, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"bounds must be (low, high) numbers or arrays; got {self.bounds!r}."
+            ) from exc
+        if values.shape not in ((2,), (2, n_features)) or np.isnan(values).any():
+            raise ValueError(
+                "bounds must be (low, high), each a number or an array of shape "
+                f"(n_features,) = ({n_features},), without NaN; got an array of "
+                f"shape {values.shape}."
+            )
+        low, high = (np.broadcast_to(v, (n_features,)) for v in values)
+        return BoxBounds(low, high)
+
     def _resolve_noise_levels(self) -> np.ndarray:
         if self.noise_levels is None:
             return default_noise_levels()
@@ -381,6 +411,15 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             if torch.device(device).type == "cpu":
                 device = "cpu"  # Accelerate says "cpu:<rank>"; CPU is one device
             seeds = agree_across_processes(accelerator, seeds, X, self.batch_size)
+        bounds = self._resolve_bounds(X.shape[1])
+        if continuing and bounds != self.bounds_:
+            raise ValueError(
+                f"bounds={self.bounds!r} differs from the fitted bounds_ "
+                f"{self.bounds_!r}: a warm start continues the fitted model, whose "
+                "density lives on its own bounds. Set warm_start=False to refit."
+            )
+        check_inside(bounds, X)
+        Y = X if bounds is None else _to_model_space(bounds, X)
         if continuing:
             mean, scale = self.mean_, self.scale_
             net = copy.deepcopy(self.net_)  # train a candidate, commit on success
@@ -398,8 +437,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             net.callbacks = self._make_callbacks()
             net.initialize_callbacks()
         else:
-            mean, scale = _mean_and_scale(X)
-        Z = ((X - mean) / scale).astype(np.float32)
+            mean, scale = _mean_and_scale(Y)
+        Z = ((Y - mean) / scale).astype(np.float32)
         train, valid = self._split(Z, seeds["split"])
         if continuing:
             net.set_params(train_split=self._train_split(valid))
@@ -414,6 +453,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             net = self._build_net(Z, levels, rule, device, seeds, valid, accelerator)
         net.diverged_at_ = None
         fitted = dict(
+            bounds_=bounds,
             mean_=mean,
             scale_=scale,
             noise_levels_=levels,
@@ -609,6 +649,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         # Estimators saved before kernel_size existed used no such parameter
         # (their PixelCNN, if any, is pickled with its module): the default.
         state.setdefault("kernel_size", 5)
+        state.setdefault("bounds", None)
+        if "net_" in state:
+            state.setdefault("bounds_", None)
         if saved < 3 and "net_" in state:
             # Older fits were scored with the Simpson rule of n_quadrature
             # cells: keep scoring them exactly so.

@@ -99,8 +99,13 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         log_density : ndarray of shape (n_samples,), float64
         """
         check_is_fitted(self)
-        Z = self._standardize(X)
-        return self._log_density_standardized(Z) - self._log_det_scale()
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        log_density = np.full(len(X), -np.inf)
+        inside = self._inside(X)  # a bounded model is zero outside its box
+        X = X[inside]
+        Z = self._standardized_tensor(X)
+        log_density[inside] = self._log_density_standardized(Z) + self._log_jacobian(X)
+        return log_density
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X``.
@@ -146,7 +151,11 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     def _log_density_gradient_of(self, X: np.ndarray) -> np.ndarray:
         """:meth:`log_density_gradient` of validated rows ``X``."""
         grad = self._log_density_gradient_standardized(self._standardized_tensor(X))
-        return grad.cpu().numpy() / self.scale_
+        grad = grad / torch.as_tensor(self.scale_).to(grad)
+        if self.bounds_ is not None:
+            # The map onto R is elementwise: the 1-D chain rule per column.
+            grad = self.bounds_.scores(torch.as_tensor(X).to(grad), grad)
+        return grad.cpu().numpy()
 
     def denoise(self, X, noise_std):
         """Denoise samples corrupted by Gaussian noise (Tweedie's formula).
@@ -242,13 +251,13 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         seed = int(check_random_state(random_state).randint(0, 2**31 - 1))
         generator = torch.Generator(device=self.device_).manual_seed(seed)
         # Missing entries (maybe NaN) start at the mean: 0 in standardized units.
-        Z = self._standardized_tensor(np.where(missing, self.mean_, X))
+        start = self._from_standardized(torch.zeros(1, self.n_features_in_))
+        Z = self._standardized_tensor(np.where(missing, start, X))
         missing_t = torch.as_tensor(missing, device=self.device_)
         filled = self._inpaint_standardized(
             Z, missing_t, method=method, n_steps=n_steps, generator=generator
         )
-        drawn = filled.cpu().numpy() * self.scale_ + self.mean_
-        return np.where(missing, drawn, X)
+        return np.where(missing, self._from_standardized(filled), X)
 
     def _check_mask(self, X, mask) -> np.ndarray:
         if mask is None:

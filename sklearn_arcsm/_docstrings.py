@@ -19,6 +19,7 @@ __all__ = [
 PARAMETER_ORDER = (
     "backbone",
     "image_shape",
+    "bounds",
     "hidden_layer_sizes",
     "kernel_size",
     "context_size",
@@ -69,6 +70,21 @@ SHARED_PARAMETERS = {
         n_features, context_size)`` autoregressively (a module class with
         that signature works); ``fit`` checks it for leaks
         (:func:`~sklearn_arcsm.nn.check_context_network`).
+""",
+    "bounds": """\
+    bounds : None or (low, high), default=None
+        Known support of the data: ``low`` and ``high`` are numbers, or
+        arrays of shape ``(n_features,)`` (``-inf`` and ``inf`` together
+        leave a column unbounded). Each bounded column is mapped onto the
+        real line by ``log(x - low) - log(high - x)`` before standardizing,
+        and densities, scores and samples are mapped back exactly (change of
+        variables): the fitted density is normalized on the open box and
+        zero outside it (``score_samples`` gives ``-inf`` there; ``fit``
+        refuses training data on or beyond a bound), and samples and
+        inpaintings stay inside. For dequantized pixels ``v + U[0, 1)`` of
+        values ``0..K-1``, use ``(0, K)``. Measured on digits
+        (``benchmarks/bench_images.py``): see the user guide's "Bounded
+        data". None: the model has full support on R^D.
 """,
     "image_shape": """\
     image_shape : tuple of int, default=None
@@ -200,6 +216,7 @@ ATTRIBUTE_ORDER = (
     "loss_curve_",
     "validation_loss_curve_",
     "n_iter_",
+    "bounds_",
     "mean_",  # documented together with scale_
     "noise_levels_",
     "objective_",
@@ -228,6 +245,12 @@ SHARED_ATTRIBUTES = {
     "loss_curve_": """\
     loss_curve_ : list of float
         Training loss per epoch (the objective's per-sample mean).
+""",
+    "bounds_": """\
+    bounds_ : sklearn_arcsm.bounds.BoxBounds or None
+        The box of a bounded model (from ``bounds``), None for none. The
+        standardization ``mean_``, ``scale_`` and ``module_`` live in its
+        mapped coordinates.
 """,
     "noise_levels_": """\
     noise_levels_ : ndarray of shape (n_levels,)

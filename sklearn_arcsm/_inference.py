@@ -53,6 +53,24 @@ def _is_integer_at_least(value, minimum: int) -> bool:
     )
 
 
+def check_inside(bounds, X: np.ndarray) -> None:
+    """Refuse rows outside the open box of ``bounds``, naming the first bad entry."""
+    if bounds is None:
+        return
+    low = np.where(bounds.bounded, bounds.low, -np.inf)
+    high = np.where(bounds.bounded, bounds.high, np.inf)
+    bad = ~((X > low) & (X < high))
+    if bad.any():
+        row, col = (int(v[0]) for v in np.nonzero(bad))
+        raise ValueError(
+            f"X[{row}, {col}] = {float(X[row, col])!r} is not inside bounds "
+            f"({low[col]}, {high[col]}) of column {col}: a bounded model "
+            "gives zero density on and beyond the bounds. Widen the bounds, "
+            "or dequantize values that sit on them (for pixels 0..255, add "
+            "uniform noise in [0, 1) and use bounds=(0, 256))."
+        )
+
+
 class FittedModelMixin:
     """Inference on a fitted AR-CSM (mixed into the estimators' base)."""
 
@@ -102,9 +120,46 @@ class FittedModelMixin:
         return self._standardized_tensor(X)
 
     def _standardized_tensor(self, X: np.ndarray) -> torch.Tensor:
-        """Validated rows ``X`` in standardized units, float64, on the device."""
-        Z = (X - self.mean_) / self.scale_
-        return torch.as_tensor(Z, dtype=torch.float64, device=self.device_)
+        """Validated rows ``X`` in standardized units, float64, on the device.
+
+        For a bounded model (``bounds_``), ``X`` must be inside the box; it
+        is mapped onto the real line first (:mod:`sklearn_arcsm.bounds`).
+        """
+        X = torch.as_tensor(X, dtype=torch.float64, device=self.device_)
+        bounds = self.bounds_
+        if bounds is not None:
+            check_inside(bounds, X.cpu().numpy())
+            X = bounds.forward(X)
+        mean = torch.as_tensor(self.mean_, dtype=torch.float64, device=self.device_)
+        scale = torch.as_tensor(self.scale_, dtype=torch.float64, device=self.device_)
+        return (X - mean) / scale
+
+    def _inside(self, X: np.ndarray) -> np.ndarray:
+        """Rows where the density is positive (all, for an unbounded model)."""
+        if self.bounds_ is None:
+            return np.ones(len(X), dtype=bool)
+        return self.bounds_.inside(torch.as_tensor(X, dtype=torch.float64)).numpy()
+
+    def _from_standardized(self, Z: torch.Tensor) -> np.ndarray:
+        """Inverse of :meth:`_standardized_tensor`: rows in the units of ``X``."""
+        Y = Z.to(torch.float64) * torch.as_tensor(self.scale_).to(Z) + torch.as_tensor(
+            self.mean_
+        ).to(Z)
+        if self.bounds_ is not None:
+            Y = self.bounds_.inverse(Y)
+        return Y.cpu().numpy()
+
+    def _log_jacobian(self, X: np.ndarray) -> np.ndarray:
+        """``log |dz/dx|`` per row, from ``X`` to standardized units, ``(n,)``.
+
+        ``log p(x) = log p_Z(z) + log |dz/dx|``: minus the log-scales, plus,
+        for a bounded model, the log-derivative of the map onto R.
+        """
+        log_det = np.full(len(X), -float(np.sum(np.log(self.scale_))))
+        if self.bounds_ is not None:
+            X = torch.as_tensor(X, dtype=torch.float64)
+            log_det += self.bounds_.log_derivative(X).sum(dim=1).numpy()
+        return log_det
 
     def _rows_per_chunk(self) -> int:
         width = self.module_.head.input_layer.out_features
@@ -184,9 +239,6 @@ class FittedModelMixin:
         )
         filled[rows] = moved
         return filled
-
-    def _log_det_scale(self) -> float:
-        return float(np.sum(np.log(self.scale_)))
 
     def sample(
         self,
@@ -274,4 +326,4 @@ class FittedModelMixin:
                 step_size=step_size,
                 generator=generator,
             )
-        return Z.cpu().numpy() * self.scale_ + self.mean_
+        return self._from_standardized(Z)

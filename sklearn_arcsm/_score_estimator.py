@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.base import _fit_context
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_arcsm import objectives
 from sklearn_arcsm._base import BaseCSMEstimator
@@ -147,29 +147,30 @@ class CSMScoreEstimator(BaseCSMEstimator):
     # ------------------------------------------------------------------
     def _scores_and_csm(self, X, *, with_csm: bool):
         check_is_fitted(self)
-        Z = self._standardize(X)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        Z = self._standardized_tensor(X)
+        X = torch.as_tensor(X, dtype=torch.float64, device=Z.device)
         module = self._inference_module().requires_grad_(False)
         sigma = torch.tensor(
             self.noise_levels_[-1], dtype=torch.float64, device=Z.device
         )
-        scale = torch.as_tensor(self.scale_, dtype=torch.float64, device=Z.device)
         scores, values = [], []
         for start in range(0, Z.shape[0], INFERENCE_CHUNK):
-            z = Z[start : start + INFERENCE_CHUNK]
+            rows = slice(start, start + INFERENCE_CHUNK)
             with torch.no_grad():
-                bias = module.conditioner(z)
+                bias = module.conditioner(Z[rows])
+
+            def score_fn(x, bias=bias):
+                # Conditional scores in the units of X as a function of x (the
+                # contexts fixed): autograd then gives ds_d/dx_d in X's units.
+                return self._data_scores(module, bias, x, sigma)
+
             if with_csm:
-                # Per-sample CSM in the units of X: s_d and ds_d/dx_d carry
-                # 1 / scale_d and 1 / scale_d**2 (x = mean + scale * z).
-                csm = objectives.composite_score_matching(
-                    lambda u, bias=bias: module.conditional_scores(bias, u, sigma),
-                    z,
-                    weights=1.0 / scale.square(),
-                )
+                csm = objectives.composite_score_matching(score_fn, X[rows])
                 values.append(csm.detach())
             else:
                 with torch.no_grad():
-                    scores.append(module.conditional_scores(bias, z, sigma) / scale)
+                    scores.append(score_fn(X[rows]))
         parts = values if with_csm else scores
         if not parts:
             shape = (0,) if with_csm else (0, self.n_features_in_)
@@ -262,12 +263,31 @@ class CSMScoreEstimator(BaseCSMEstimator):
             )
         param = next(self.module_.parameters())
         dtype, device = param.dtype, param.device
-        mean = torch.as_tensor(self.mean_, dtype=dtype, device=device)
-        scale = torch.as_tensor(self.scale_, dtype=dtype, device=device)
         sigma = torch.tensor(self.noise_levels_[-1], dtype=dtype, device=device)
-        z = (x.to(device=device, dtype=dtype) - mean) / scale
-        scores = self.module_(z, sigma) / scale
+        scores = self._data_scores(
+            self.module_, None, x.to(device=device, dtype=dtype), sigma
+        )
         return scores.to(device=x.device, dtype=x.dtype)
+
+    def _data_scores(self, module, bias, x, sigma) -> torch.Tensor:
+        """Conditional scores in the units of ``X`` at rows ``x`` (a tensor).
+
+        ``bias``: the contexts' head bias (``module.conditioner``), or None
+        to compute it from ``x`` inside the graph. Differentiable in ``x``:
+        ``x -> y`` (the map of a bounded model onto R), ``y -> z``
+        (standardization), then the 1-D chain rule back, per column.
+        """
+        mean = torch.as_tensor(self.mean_).to(x)
+        scale = torch.as_tensor(self.scale_).to(x)
+        bounds = self.bounds_
+        y = x if bounds is None else bounds.forward(x)
+        z = (y - mean) / scale
+        if bias is None:
+            scores = module(z, sigma)
+        else:
+            scores = module.conditional_scores(bias, z, sigma)
+        scores = scores / scale
+        return scores if bounds is None else bounds.scores(x, scores)
 
     def entropy_surrogate(self, z: torch.Tensor) -> torch.Tensor:
         """Per-sample surrogate ``sum_d stopgrad(s_d(z)) z_d`` (MATH.md section 10).

@@ -13,6 +13,7 @@ TORCH_LAYER = [
         for name in (
             "adaptive",
             "ais",
+            "bounds",
             "entropy",
             "objectives",
             "quadrature",
