@@ -74,9 +74,10 @@ SHARED_PARAMETERS = {
     "bounds": """\
     bounds : None or (low, high), default=None
         Known support of the data: ``low`` and ``high`` are numbers, or
-        arrays of shape ``(n_features,)`` (``-inf`` and ``inf`` together
-        leave a column unbounded). Each bounded column is mapped onto the
-        real line by ``log(x - low) - log(high - x)`` before standardizing,
+        arrays of shape ``(n_features,)``; ``-inf`` or ``inf`` leaves that
+        side of a column unbounded. Each bounded column is mapped onto the
+        real line by ``log(x - low) - log(high - x)`` (``log(x - low)`` or
+        ``-log(high - x)`` with one bound) before standardizing,
         and densities, scores and samples are mapped back exactly (change of
         variables): the fitted density is normalized on the open box and
         zero outside it (``score_samples`` gives ``-inf`` there; ``fit``

@@ -10,13 +10,20 @@ from scipy import integrate, stats
 from sklearn_arcsm import ARCSMDensity, CSMScoreEstimator
 from sklearn_arcsm.bounds import BoxBounds
 
-BOX = BoxBounds([0.0, -np.inf, -2.0], [1.0, np.inf, 5.0])
+# Two-sided, free, two-sided, lower only, upper only.
+BOX = BoxBounds([0.0, -np.inf, -2.0, 1.0, -np.inf], [1.0, np.inf, 5.0, np.inf, 3.0])
 
 
 def _points(n=50, seed=0):
     rng = np.random.RandomState(seed)
     x = np.column_stack(
-        [rng.uniform(0, 1, n), rng.normal(0, 3, n), rng.uniform(-2, 5, n)]
+        [
+            rng.uniform(0, 1, n),
+            rng.normal(0, 3, n),
+            rng.uniform(-2, 5, n),
+            1 + rng.exponential(2.0, n),
+            3 - rng.exponential(0.5, n),
+        ]
     )
     return torch.as_tensor(x, dtype=torch.float64)
 
@@ -24,8 +31,13 @@ def _points(n=50, seed=0):
 def test_map_round_trips_and_keeps_precision_near_the_bounds():
     x = _points()
     np.testing.assert_allclose(BOX.inverse(BOX.forward(x)), x, rtol=0, atol=1e-12)
-    # Free column: the identity.
-    np.testing.assert_array_equal(BOX.forward(x)[:, 1], x[:, 1])
+    # Free column: the identity; one-sided columns: logs.
+    y = BOX.forward(x)
+    np.testing.assert_array_equal(y[:, 1], x[:, 1])
+    np.testing.assert_allclose(y[:, 3], torch.log(x[:, 3] - 1), rtol=1e-14)
+    np.testing.assert_allclose(y[:, 4], -torch.log(3 - x[:, 4]), rtol=1e-14)
+    assert torch.all(BOX.inside(x))
+    assert not BOX.inside(torch.tensor([[0.5, 0.0, 0.0, 0.5, 0.0]])).item()
     # 1e-300 above a lower bound and 1e-12 below an upper one survive, even
     # where the box is a thousand times wider than the bound's magnitude.
     box = BoxBounds([0.0, -1000.0], [1000.0, 1.0])
@@ -61,9 +73,10 @@ def test_scores_are_the_chain_rule_of_a_known_density():
 @pytest.mark.parametrize(
     "low, high, match",
     [
-        ([0.0], [np.inf], "one-sided"),
-        ([-np.inf], [1.0], "one-sided"),
         ([1.0], [1.0], "low < high"),
+        ([2.0], [1.0], "low < high"),
+        ([np.inf], [np.inf], "low < high"),
+        ([np.nan], [1.0], "low < high"),
         ([0.0, 0.0], [1.0], "equal shape"),
     ],
 )
@@ -93,6 +106,18 @@ def test_bounded_density_integrates_to_one_on_the_box(beta_fit):
         40,
         limit=400,
     )[0]
+    assert mass == pytest.approx(1.0, abs=2e-3)
+
+
+def test_lower_bounded_density_integrates_to_one():
+    X = np.random.RandomState(0).gamma(0.8, 2.0, size=(600, 1)) + 1.0
+    est = ARCSMDensity(bounds=(1.0, np.inf), max_epochs=30, random_state=0).fit(X)
+    assert est.score_samples(np.array([[1.0], [0.5]])).max() == -np.inf
+
+    def integrand(y):  # x = 1 + exp(y), dx = exp(y) dy
+        return np.exp(est.score_samples(np.array([[1.0 + np.exp(y)]]))[0] + y)
+
+    mass = integrate.quad(integrand, -40, 8, limit=400)[0]
     assert mass == pytest.approx(1.0, abs=2e-3)
 
 
@@ -150,9 +175,16 @@ def test_bad_bounds_parameter_is_refused(bounds, match):
 def box_fit():
     rng = np.random.RandomState(0)
     u = rng.beta(2.0, 3.0, size=(400, 1))
-    X = np.column_stack([u * 10.0, u[:, 0] * 4 + rng.normal(0, 0.5, 400), 1 - u**2])
+    X = np.column_stack(
+        [
+            u * 10.0,
+            u[:, 0] * 4 + rng.normal(0, 0.5, 400),
+            1 - u**2,
+            rng.exponential(1.0, (400, 1)) * (1 + u),
+        ]
+    )
     est = ARCSMDensity(
-        bounds=([0.0, -np.inf, 0.0], [10.0, np.inf, 1.0]),
+        bounds=([0.0, -np.inf, 0.0, 0.0], [10.0, np.inf, 1.0, np.inf]),
         max_epochs=10,
         random_state=0,
     ).fit(X)
@@ -163,15 +195,15 @@ def test_gradient_matches_finite_differences(box_fit):
     est, X = box_fit
     x = X[:3]
     grad = est.log_density_gradient(x)
-    step = 1e-5 * np.array([10.0, 1.0, 1.0])
+    step = 1e-5 * np.array([10.0, 1.0, 1.0, 1.0])
     numeric = np.column_stack(
         [
             (
-                est.score_samples(x + step[j] * np.eye(3)[j])
-                - est.score_samples(x - step[j] * np.eye(3)[j])
+                est.score_samples(x + step[j] * np.eye(4)[j])
+                - est.score_samples(x - step[j] * np.eye(4)[j])
             )
             / (2 * step[j])
-            for j in range(3)
+            for j in range(4)
         ]
     )
     np.testing.assert_allclose(grad, numeric, rtol=2e-3, atol=2e-3)
@@ -252,6 +284,6 @@ def test_warm_start_with_other_bounds_is_refused(box_fit):
     est.set_params(warm_start=True, max_epochs=1, bounds=(0.0, 20.0))
     with pytest.raises(ValueError, match="differs from the fitted bounds_"):
         est.fit(np.clip(X, 1e-3, None))
-    est.set_params(bounds=([0.0, -np.inf, 0.0], [10.0, np.inf, 1.0]))
+    est.set_params(bounds=([0.0, -np.inf, 0.0, 0.0], [10.0, np.inf, 1.0, np.inf]))
     est.fit(X)
     assert est.n_iter_ == 11
