@@ -18,6 +18,9 @@ way:
   permutation per image);
 * ``flipped``: held-out digits mirrored left to right.
 
+``arcsm_bounded`` is ARCSMDensity told the pixels' box
+(``bounds=(0, 17)``); every OOD image lies inside it too.
+
 The statistic of each method is its own inlier score (higher = more
 typical): the log-density for density models, minus the per-sample CSM
 objective for ``CSMScoreEstimator`` (the paper's score-based statistic),

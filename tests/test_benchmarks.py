@@ -73,7 +73,15 @@ def test_device_check_quick_mode_writes_its_tables(tmp_path):
 def test_outlier_benchmark_quick_mode_writes_its_table(tmp_path):
     _run_quick("benchmarks/bench_outliers.py", "--output-dir", str(tmp_path))
     table = (tmp_path / "outliers.md").read_text()
-    for method in ("arcsm", "arcsm_csm_statistic", "gmm", "kde", "iforest", "maf"):
+    for method in (
+        "arcsm",
+        "arcsm_bounded",
+        "arcsm_csm_statistic",
+        "gmm",
+        "kde",
+        "iforest",
+        "maf",
+    ):
         assert f"| {method} |" in table, method
     header = next(line for line in table.splitlines() if line.startswith("| method"))
     for ood in ("uniform", "constant", "permuted", "flipped"):
@@ -94,10 +102,27 @@ def test_restoration_benchmark_quick_mode_writes_its_tables(tmp_path):
 def test_image_benchmark_quick_mode_writes_its_tables(tmp_path):
     _run_quick("benchmarks/bench_images.py", "--output-dir", str(tmp_path))
     table = (tmp_path / "images.md").read_text()
-    for method in ("arcsm_made_nll", "arcsm_pixelcnn_csm", "gaussian_made", "nsf"):
+    for method in (
+        "arcsm_made_nll",
+        "arcsm_pixelcnn_csm",
+        "arcsm_made_nll_bounded",
+        "arcsm_pixelcnn_csm_bounded",
+        "gaussian_made",
+        "nsf",
+    ):
         assert f"| {method} |" in table, method
     assert "| arcsm_made_csm | langevin |" in table
+    assert "| arcsm_made_csm_bounded | langevin |" in table
     assert (tmp_path / "image_samples.png").stat().st_size > 0
+
+
+def test_mnist_benchmark_quick_mode_writes_its_table(tmp_path):
+    _run_quick("benchmarks/bench_mnist.py", "--output-dir", str(tmp_path))
+    table = (tmp_path / "mnist.md").read_text()
+    for method in ("arcsm_made_nll_bounded", "arcsm_made_nll", "gaussian_made", "nsf"):
+        assert f"| {method} |" in table, method
+    rows = json.loads((tmp_path / "mnist.json").read_text())["likelihood"]
+    assert all(np.isfinite(row["bits_per_dim"]) for row in rows)
 
 
 def test_real_data_benchmark_quick_mode_writes_its_table(tmp_path):

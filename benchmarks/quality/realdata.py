@@ -42,6 +42,11 @@ class RealData:
     preparation: str
     X_train: np.ndarray = field(repr=False)
     X_test: np.ndarray = field(repr=False)
+    # Known support (low, high), each of shape (D,), for ARCSMDensity's
+    # ``bounds`` (the ``arcsm_bounded`` method): physically nonnegative
+    # columns are bounded below by minus half their recording step (the
+    # dequantization noise's reach below a recorded 0). None: not declared.
+    bounds: tuple | None = field(default=None, repr=False)
 
     @property
     def n_features(self) -> int:
@@ -74,6 +79,23 @@ def dequantize(X, seed, steps=None):
     return X + (rng.random(X.shape) - 0.5) * steps
 
 
+def nonnegative_bounds(X_raw, columns, steps=None):
+    """``(low, high)``: ``-step / 2`` below the listed nonnegative columns.
+
+    ``steps`` per column default to each column's :func:`recording_step`;
+    the other columns (and every upper side) are unbounded.
+    """
+    D = X_raw.shape[1]
+    if steps is None:
+        steps = [recording_step(X_raw[:, j]) for j in range(D)]
+    steps = np.broadcast_to(np.asarray(steps, dtype=np.float64), (D,))
+    low = np.full(D, -np.inf)
+    for j in columns:
+        assert X_raw[:, j].min() >= 0, j
+        low[j] = -steps[j] / 2
+    return low, np.full(D, np.inf)
+
+
 def _split(X, test_fraction, seed):
     """A fixed random split of the rows."""
     perm = np.random.default_rng(seed).permutation(len(X))
@@ -87,13 +109,15 @@ def weather() -> RealData:
     from vega_datasets import local_data
 
     df = local_data.seattle_weather()
-    X = df[["precipitation", "temp_max", "temp_min", "wind"]].to_numpy(float)
-    X = dequantize(X, seed=0, steps=0.1)
+    raw = df[["precipitation", "temp_max", "temp_min", "wind"]].to_numpy(float)
+    X = dequantize(raw, seed=0, steps=0.1)
     return RealData(
         "weather",
         "vega_datasets seattle-weather",
-        "0.1 grid dequantized; random 25 % test split",
+        "0.1 grid dequantized; random 25 % test split; bounds: precipitation "
+        "and wind >= -0.05",
         *_split(X, 0.25, seed=0),
+        bounds=nonnegative_bounds(raw, [0, 3], steps=0.1),
     )
 
 
@@ -102,13 +126,20 @@ def diabetes() -> RealData:
     pressure, six serum measurements) in their recorded units."""
     from sklearn.datasets import load_diabetes
 
-    X = dequantize(load_diabetes(scaled=False).data, seed=0)
+    raw = load_diabetes(scaled=False).data
+    X = dequantize(raw, seed=0)
+    # Age, BMI, blood pressure and the serum measurements s1-s4 and s6 are
+    # amounts (s5 is a log level: unbounded); sex is 1 or 2.
+    low, high = nonnegative_bounds(raw, [0, 2, 3, 4, 5, 6, 7, 9])
+    low[1], high[1] = 0.5, 2.5
     return RealData(
         "diabetes",
         "scikit-learn load_diabetes(scaled=False)",
         "per-column recording grid dequantized (age, sex, counts: width 1); "
-        "random 25 % test split",
+        "random 25 % test split; bounds: sex in (0.5, 2.5), amounts >= minus "
+        "half their step",
         *_split(X, 0.25, seed=0),
+        bounds=(low, high),
     )
 
 
@@ -117,13 +148,16 @@ def breast_cancer() -> RealData:
     tails, strongly correlated)."""
     from sklearn.datasets import load_breast_cancer
 
-    X = dequantize(load_breast_cancer().data, seed=0)
+    raw = load_breast_cancer().data
+    X = dequantize(raw, seed=0)
     return RealData(
         "breast_cancer",
         "scikit-learn load_breast_cancer",
         "per-column recording grid dequantized (widths 1e-4 and below); "
-        "random 25 % test split",
+        "random 25 % test split; bounds: every column (a size, shape or "
+        "texture measure) >= minus half its step",
         *_split(X, 0.25, seed=0),
+        bounds=nonnegative_bounds(raw, range(raw.shape[1])),
     )
 
 
