@@ -28,7 +28,9 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     ``objective="csm"``.
 
     Data are standardized internally; densities and samples are reported in
-    the units of ``X``.
+    the units of ``X``. Data with a known box (pixels, proportions,
+    positive amounts) can declare it with ``bounds``: the model then lives
+    on the box, through an exact change of variables.
 
     {parameters}
     {attributes}
