@@ -60,8 +60,8 @@ class ARCSMOutlierDetector(OutlierMixin, BaseEstimator):
     statistic (its section 5.5). Measured on digits against uniform,
     constant, pixel-permuted and flipped images
     (``benchmarks/bench_outliers.py``), the exact log-density reached AUROCs
-    of 1.000, 0.996, 1.000 and 0.920 and the CSM statistic 1.000, 0.976,
-    1.000 and 0.575, so the log-density is what this detector thresholds.
+    of 1.000, 0.992, 1.000 and 0.922 and the CSM statistic 1.000, 0.976,
+    1.000 and 0.576, so the log-density is what this detector thresholds.
 
     Examples
     --------
