@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_images import bits_per_dim
 from bench_outliers import _fit_flow
 from bench_report import (
     environment,
@@ -50,7 +51,6 @@ from threadpoolctl import threadpool_limits
 from sklearn_arcsm import ARCSMDensity
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-LN2 = np.log(2.0)
 PIXEL_BOUNDS = (0.0, 256.0)
 
 
@@ -116,13 +116,13 @@ def likelihood_rows(models: dict, test: np.ndarray, log=print) -> list[dict]:
     rows = []
     for name, (score, fit_s, info) in models.items():
         start = time.perf_counter()
-        bpd = -score(test) / (test.shape[1] * LN2)
+        mean, se = bits_per_dim(score(test), test.shape[1])
         score_s = time.perf_counter() - start
         rows.append(
             dict(
                 method=name,
-                bits_per_dim=float(bpd.mean()),
-                se=float(bpd.std(ddof=1) / np.sqrt(len(bpd))),
+                bits_per_dim=mean,
+                se=se,
                 fit_s=fit_s,
                 score_s=score_s,
                 info=str(info),
