@@ -57,8 +57,7 @@ def check_inside(bounds, X: np.ndarray) -> None:
     """Refuse rows outside the open box of ``bounds``, naming the first bad entry."""
     if bounds is None:
         return
-    low = np.where(bounds.bounded, bounds.low, -np.inf)
-    high = np.where(bounds.bounded, bounds.high, np.inf)
+    low, high = bounds.low, bounds.high  # -inf / inf where a side is free
     bad = ~((X > low) & (X < high))
     if bad.any():
         row, col = (int(v[0]) for v in np.nonzero(bad))
@@ -125,10 +124,10 @@ class FittedModelMixin:
         For a bounded model (``bounds_``), ``X`` must be inside the box; it
         is mapped onto the real line first (:mod:`sklearn_arcsm.bounds`).
         """
-        X = torch.as_tensor(X, dtype=torch.float64, device=self.device_)
         bounds = self.bounds_
+        check_inside(bounds, X)
+        X = torch.as_tensor(X, dtype=torch.float64, device=self.device_)
         if bounds is not None:
-            check_inside(bounds, X.cpu().numpy())
             X = bounds.forward(X)
         mean = torch.as_tensor(self.mean_, dtype=torch.float64, device=self.device_)
         scale = torch.as_tensor(self.scale_, dtype=torch.float64, device=self.device_)

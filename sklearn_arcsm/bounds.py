@@ -101,6 +101,14 @@ class BoxBounds:
     def __repr__(self) -> str:
         return f"BoxBounds(low={self.low.tolist()}, high={self.high.tolist()})"
 
+    def _finite(self, x: torch.Tensor):
+        """Masks of finite bounds and the bounds, 0 where infinite, like ``x``."""
+        has_low = torch.as_tensor(self.has_low, device=x.device)
+        has_high = torch.as_tensor(self.has_high, device=x.device)
+        low = torch.as_tensor(np.where(self.has_low, self.low, 0.0)).to(x)
+        high = torch.as_tensor(np.where(self.has_high, self.high, 0.0)).to(x)
+        return has_low, has_high, low, high
+
     def _parts(self, x: torch.Tensor):
         """Distances to the bounds, made safe, and the column masks.
 
@@ -109,10 +117,7 @@ class BoxBounds:
         ``log`` and division below stays finite in the branches that
         ``torch.where`` discards: a NaN there would poison gradients).
         """
-        has_low = torch.as_tensor(self.has_low, device=x.device)
-        has_high = torch.as_tensor(self.has_high, device=x.device)
-        low = torch.as_tensor(np.where(self.has_low, self.low, 0.0)).to(x)
-        high = torch.as_tensor(np.where(self.has_high, self.high, 0.0)).to(x)
+        has_low, has_high, low, high = self._finite(x)
         one = torch.ones_like(x)
         below = torch.where(has_low, x - low, one)
         above = torch.where(has_high, high - x, one)
@@ -140,10 +145,7 @@ class BoxBounds:
         so values close to either bound keep their precision. One-sided:
         ``low + exp(y)`` or ``high - exp(-y)``.
         """
-        has_low = torch.as_tensor(self.has_low, device=y.device)
-        has_high = torch.as_tensor(self.has_high, device=y.device)
-        low = torch.as_tensor(np.where(self.has_low, self.low, 0.0)).to(y)
-        high = torch.as_tensor(np.where(self.has_high, self.high, 0.0)).to(y)
+        has_low, has_high, low, high = self._finite(y)
         width = high - low
         both = torch.where(
             y <= 0, low + width * torch.sigmoid(y), high - width * torch.sigmoid(-y)
