@@ -119,10 +119,31 @@ def test_image_benchmark_quick_mode_writes_its_tables(tmp_path):
 def test_mnist_benchmark_quick_mode_writes_its_table(tmp_path):
     _run_quick("benchmarks/bench_mnist.py", "--output-dir", str(tmp_path))
     table = (tmp_path / "mnist.md").read_text()
-    for method in ("arcsm_made_nll_bounded", "arcsm_made_nll", "gaussian_made", "nsf"):
+    methods = (
+        "arcsm_made_nll_bounded",
+        "arcsm_pixelcnn_nll_bounded",
+        "arcsm_made_nll",
+        "gaussian_made_bounded",
+        "gaussian_made",
+        "nsf_bounded",
+        "nsf",
+    )
+    for method in methods:
         assert f"| {method} |" in table, method
     rows = json.loads((tmp_path / "mnist.json").read_text())["likelihood"]
-    assert all(np.isfinite(row["bits_per_dim"]) for row in rows)
+    assert all(np.isfinite([row["bits_per_dim"], row["median"]]).all() for row in rows)
+    # Refitting one method keeps the other rows and replaces its own.
+    before = {row["method"]: row for row in rows}
+    _run_quick(
+        "benchmarks/bench_mnist.py", "--output-dir", str(tmp_path), "--methods", "nsf"
+    )
+    after = {
+        row["method"]: row
+        for row in json.loads((tmp_path / "mnist.json").read_text())["likelihood"]
+    }
+    assert list(after) == list(methods)
+    assert after["gaussian_made"] == before["gaussian_made"]
+    assert after["nsf"]["fit_s"] != before["nsf"]["fit_s"]
 
 
 def test_real_data_benchmark_quick_mode_writes_its_table(tmp_path):
