@@ -84,6 +84,11 @@ class ARCSMOutlierDetector(OutlierMixin, BaseEstimator):
         self.estimator = estimator
         self.contamination = contamination
 
+    def __sklearn_is_fitted__(self) -> bool:
+        # validate_data sets n_features_in_ before the density is fitted: a
+        # fit that failed part way must not look fitted.
+        return hasattr(self, "offset_")
+
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Fit the density model and set the threshold.

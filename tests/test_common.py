@@ -16,6 +16,9 @@ def _public_estimators():
         if obj is sklearn_arcsm.ARCSMOutlierDetector:
             density = sklearn_arcsm.ARCSMDensity(random_state=0, **CHEAP_PARAMS)
             yield obj(density)
+        elif obj is sklearn_arcsm.ARCSMEnsemble:
+            density = sklearn_arcsm.ARCSMDensity(**CHEAP_PARAMS)
+            yield obj(density, n_orderings=2, random_state=0)
         else:
             yield obj(random_state=0, **CHEAP_PARAMS)
 
@@ -39,4 +42,9 @@ def test_all_estimators_are_checked():
     # Every public estimator goes through the checks above: a new estimator
     # added to __all__ must appear here, and none may drop out.
     names = {type(est).__name__ for est in _public_estimators()}
-    assert names == {"ARCSMDensity", "ARCSMOutlierDetector", "CSMScoreEstimator"}
+    assert names == {
+        "ARCSMDensity",
+        "ARCSMEnsemble",
+        "ARCSMOutlierDetector",
+        "CSMScoreEstimator",
+    }

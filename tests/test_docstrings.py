@@ -5,10 +5,17 @@ import inspect
 import pytest
 from numpydoc.docscrape import ClassDoc
 
-from sklearn_arcsm import ARCSMDensity, CSMScoreEstimator
+from sklearn_arcsm import (
+    ARCSMDensity,
+    ARCSMEnsemble,
+    ARCSMOutlierDetector,
+    CSMScoreEstimator,
+)
 
 
-@pytest.mark.parametrize("cls", [ARCSMDensity, CSMScoreEstimator])
+@pytest.mark.parametrize(
+    "cls", [ARCSMDensity, ARCSMEnsemble, ARCSMOutlierDetector, CSMScoreEstimator]
+)
 def test_parameters_section_matches_the_signature(cls):
     documented = [p.name for p in ClassDoc(cls)["Parameters"]]
     assert documented == list(inspect.signature(cls).parameters)

@@ -79,3 +79,15 @@ def test_separates_uniform_noise_from_the_moons(fitted):
 def test_contamination_out_of_range_is_a_clear_error(contamination):
     with pytest.raises(ValueError, match="contamination"):
         ARCSMOutlierDetector(DENSITY, contamination=contamination).fit(np.zeros((5, 2)))
+
+
+def test_a_failed_fit_leaves_the_detector_unfitted():
+    # The density refuses data outside its box after validate_data has set
+    # n_features_in_; the detector must not look fitted.
+    X = np.random.RandomState(0).normal(size=(50, 2))
+    density = ARCSMDensity(**CHEAP_PARAMS, bounds=(5.0, 6.0))
+    detector = ARCSMOutlierDetector(density)
+    with pytest.raises(ValueError, match="bound"):
+        detector.fit(X)
+    with pytest.raises(NotFittedError):
+        detector.score_samples(X)
