@@ -168,6 +168,19 @@ def test_real_data_benchmark_quick_mode_writes_its_table(tmp_path):
     assert "(scikit-learn load_breast_cancer)" in table
 
 
+def test_real_data_benchmark_runs_the_opt_in_ensemble(tmp_path):
+    _run_quick(
+        "benchmarks/quality/run_real.py",
+        *("--datasets", "diabetes", "--methods", "arcsm_ensemble", "gmm"),
+        *("--output-dir", str(tmp_path)),
+    )
+    table = (tmp_path / "real.md").read_text()
+    assert " arcsm_ensemble - best peer (paired se) |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| diabetes |"))
+    assert row.count("+-") == 2 and row.rstrip(" |").endswith(")")
+    assert '"epochs": [3, 3, 3, 3]' in table  # four members
+
+
 def test_score_benchmark_quick_mode_writes_its_table(tmp_path):
     _run_quick("benchmarks/bench_scores.py", "--output-dir", str(tmp_path))
     payload = json.loads((tmp_path / "scores.json").read_text())
