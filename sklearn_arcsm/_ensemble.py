@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_arcsm._density import ARCSMDensity
+from sklearn_arcsm._inference import _is_integer_at_least
 
 __all__ = ["ARCSMEnsemble"]
 
@@ -48,11 +49,12 @@ class ARCSMEnsemble(DensityMixin, BaseEstimator):
         ``log_density_gradient`` is ``K`` times a member's.
     orderings : {"random", "flips"}, default="random"
         ``"random"``: the identity, then the reversed order, then uniformly
-        random permutations, distinct while ``n_features!`` allows. ``"flips"``: for images (a member with
-        ``backbone="pixelcnn"`` needs its grid kept), the image in raster
-        order, mirrored left to right, upside down, and both (at most four);
-        the estimator's ``image_shape`` (or a square grayscale image) gives
-        the grid, and channels keep their order within each pixel.
+        random permutations, distinct while ``n_features!`` allows.
+        ``"flips"``: for images (a member with ``backbone="pixelcnn"`` needs
+        its grid kept), the image in raster order, mirrored left to right,
+        upside down, and both (at most four); the estimator's
+        ``image_shape`` (or a square grayscale image) gives the grid, and
+        channels keep their order within each pixel.
     random_state : int, RandomState instance or None, default=None
         Seeds the random orderings, each member's ``random_state`` (if it has
         one) and nothing else.
@@ -255,6 +257,10 @@ class ARCSMEnsemble(DensityMixin, BaseEstimator):
         X : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
+        if not _is_integer_at_least(n_samples, 0):
+            raise ValueError(
+                f"n_samples must be a non-negative integer; got {n_samples!r}."
+            )
         rng = check_random_state(random_state)
         members = rng.randint(len(self.estimators_), size=int(n_samples))
         out = np.empty((int(n_samples), self.n_features_in_))

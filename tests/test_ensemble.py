@@ -106,6 +106,13 @@ def test_samples_match_the_data_column_by_column(mixed_fit):
     np.testing.assert_array_equal(samples, ensemble.sample(3000, random_state=0))
 
 
+@pytest.mark.parametrize("n_samples", [-1, 2.5, "3"])
+def test_bad_sample_counts_are_refused_clearly(mixed_fit, n_samples):
+    ensemble, _ = mixed_fit
+    with pytest.raises(ValueError, match="n_samples must be a non-negative integer"):
+        ensemble.sample(n_samples)
+
+
 def test_mixture_of_orderings_integrates_to_one():
     from sklearn.datasets import make_moons
 
