@@ -121,9 +121,14 @@ def load(config: ImageConfig, seed: int = 0):
     return (train, y_train), (test, y_test), train + noise_train, test + noise_test
 
 
+def image_bits(log_density: np.ndarray, n_features: int) -> np.ndarray:
+    """Bits per dimension of each image, ``-log p / (D ln 2)``."""
+    return -log_density / (n_features * LN2)
+
+
 def bits_per_dim(log_density: np.ndarray, n_features: int) -> tuple[float, float]:
-    """Mean and standard error of ``-log p / (D ln 2)`` over images."""
-    bpd = -log_density / (n_features * LN2)
+    """Mean and standard error of :func:`image_bits` over images."""
+    bpd = image_bits(log_density, n_features)
     return float(bpd.mean()), float(bpd.std(ddof=1) / np.sqrt(len(bpd)))
 
 

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_images import bits_per_dim
+from bench_images import bits_per_dim, image_bits
 from bench_outliers import _fit_flow
 from bench_report import (
     environment,
@@ -188,7 +188,7 @@ def fit_and_score(name, train, test, config: MnistConfig, log=print) -> dict:
         se=se,
         # The mean is the field's convention; the median shows whether a few
         # test images (pixels lit where every training image is dark) drive it.
-        median=float(np.median(-log_density / (test.shape[1] * np.log(2)))),
+        median=float(np.median(image_bits(log_density, test.shape[1]))),
         fit_s=fit_s,
         score_s=time.perf_counter() - start,
         info=str(info),

@@ -116,6 +116,34 @@ def default_hidden_sizes(n_features: int, backbone: str = "made") -> tuple[int, 
     return (width, width)
 
 
+def image_shape_of(image_shape, n_features: int, needed_by: str) -> tuple[int, ...]:
+    """``(channels, height, width)`` of rows of ``n_features`` pixels.
+
+    ``image_shape`` is ``(height, width)``, ``(channels, height, width)`` or
+    None (a square grayscale image). ``needed_by`` names the setting that
+    needs an image, for the error message.
+    """
+    if image_shape is None:
+        side = int(round(np.sqrt(n_features)))
+        if side * side != n_features:
+            raise ValueError(
+                f"{needed_by} needs image_shape=(height, width) or "
+                f"(channels, height, width): {n_features} features are not a "
+                "square grayscale image."
+            )
+        return (1, side, side)
+    shape = tuple(int(v) for v in image_shape)
+    if len(shape) == 2:
+        shape = (1,) + shape
+    if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != n_features:
+        raise ValueError(
+            f"image_shape={image_shape!r} does not match {n_features} "
+            "features: give (height, width) or (channels, height, width) of "
+            "positive sizes whose product is n_features."
+        )
+    return shape
+
+
 class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     """Base class of the AR-CSM estimators (private).
 
@@ -288,25 +316,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             return None
         if self.kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd; got {self.kernel_size}.")
-        if self.image_shape is None:
-            side = int(round(np.sqrt(n_features)))
-            if side * side != n_features:
-                raise ValueError(
-                    f"backbone='pixelcnn' needs image_shape=(height, width) or "
-                    f"(channels, height, width): {n_features} features are not a "
-                    "square grayscale image."
-                )
-            return (1, side, side)
-        shape = tuple(int(v) for v in self.image_shape)
-        if len(shape) == 2:
-            shape = (1,) + shape
-        if len(shape) != 3 or min(shape) < 1 or int(np.prod(shape)) != n_features:
-            raise ValueError(
-                f"image_shape={self.image_shape!r} does not match {n_features} "
-                "features: give (height, width) or (channels, height, width) of "
-                "positive sizes whose product is n_features."
-            )
-        return shape
+        return image_shape_of(self.image_shape, n_features, "backbone='pixelcnn'")
 
     def _resolve_bounds(self, n_features: int) -> BoxBounds | None:
         """The ``bounds`` parameter as a :class:`BoxBounds` (None: no bounds)."""

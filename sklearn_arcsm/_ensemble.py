@@ -11,6 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from sklearn_arcsm._base import image_shape_of
 from sklearn_arcsm._density import ARCSMDensity
 from sklearn_arcsm._inference import _is_integer_at_least
 
@@ -192,12 +193,8 @@ class ARCSMEnsemble(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         members = self._member_log_densities(X)
-        out = np.full(X.shape[0], -np.inf)
-        # Outside every member's support (outside bounds) the log is -inf;
-        # logsumexp would warn on those columns.
-        some = np.isfinite(members).any(axis=0)
-        out[some] = logsumexp(members[:, some], axis=0) - np.log(len(members))
-        return out
+        # -inf where every member is (outside their bounds), without warnings.
+        return logsumexp(members, axis=0) - np.log(len(members))
 
     def score(self, X, y=None):
         """Mean log-likelihood of ``X``.
@@ -284,19 +281,9 @@ def _image_grid(estimator, n_features: int) -> np.ndarray:
     pixels and keeps the channels in order within each pixel.
     """
     shape = estimator.get_params(deep=False).get("image_shape")
-    if shape is None:
-        side = int(round(np.sqrt(n_features)))
-        if side * side != n_features:
-            raise ValueError(
-                f"orderings='flips' needs an image: give the estimator "
-                f"image_shape=(height, width); {n_features} features are not a "
-                "square grayscale image."
-            )
-        shape = (side, side)
-    shape = tuple(int(v) for v in shape)
-    channels, height, width = (1, *shape) if len(shape) == 2 else shape
-    if channels * height * width != n_features:
-        raise ValueError(f"image_shape={shape} does not match {n_features} features.")
+    channels, height, width = image_shape_of(
+        shape, n_features, "orderings='flips' (through its estimator)"
+    )
     return np.arange(n_features).reshape(height, width, channels)
 
 
