@@ -16,6 +16,8 @@ def _public_estimators():
         if obj is sklearn_arcsm.ARCSMOutlierDetector:
             density = sklearn_arcsm.ARCSMDensity(random_state=0, **CHEAP_PARAMS)
             yield obj(density)
+            # the ratio statistic has its own fitted state (background_)
+            yield obj(density, statistic="log_ratio")
         elif obj is sklearn_arcsm.ARCSMEnsemble:
             density = sklearn_arcsm.ARCSMDensity(**CHEAP_PARAMS)
             yield obj(density, n_orderings=2, random_state=0)

@@ -91,3 +91,79 @@ def test_a_failed_fit_leaves_the_detector_unfitted():
         detector.fit(X)
     with pytest.raises(NotFittedError):
         detector.score_samples(X)
+
+
+def _dependence_flipped(n, flip, rng):
+    # x2 follows x1 (or -x1 for the outliers); four wide independent Laplace
+    # features spread the log-density of the inliers without telling the
+    # two apart: every marginal of an outlier is an inlier's.
+    x1 = rng.normal(size=n)
+    x2 = (-x1 if flip else x1) + 0.5 * rng.normal(size=n)
+    return np.c_[x1, x2, 2 * rng.laplace(size=(n, 4))]
+
+
+@pytest.fixture(scope="module")
+def dependence_case():
+    rng = np.random.default_rng(0)
+    X = _dependence_flipped(1000, False, rng)
+    inliers = _dependence_flipped(300, False, rng)
+    test = np.r_[inliers, _dependence_flipped(300, True, rng)]
+    density = ARCSMDensity(
+        max_epochs=30,
+        hidden_layer_sizes=(32,),
+        head_layer_sizes=(16,),
+        n_quadrature=16,
+        early_stopping=False,
+        random_state=0,
+    )
+    fitted = {
+        statistic: ARCSMOutlierDetector(density, statistic=statistic).fit(X)
+        for statistic in ("log_density", "log_ratio")
+    }
+    return fitted, X, test, np.r_[np.ones(300), np.zeros(300)]
+
+
+def test_log_ratio_is_the_log_density_minus_the_marginal_background(dependence_case):
+    fitted, X, test, _ = dependence_case
+    ratio = fitted["log_ratio"]
+    assert fitted["log_density"].background_ is None
+    background = ratio.background_.log_density(test)
+    expected = ratio.estimator_.score_samples(test) - background
+    np.testing.assert_allclose(ratio.score_samples(test), expected)
+    np.testing.assert_allclose(
+        ratio.offset_, np.percentile(ratio.score_samples(X), 10.0)
+    )
+
+
+def test_log_ratio_ranks_outliers_of_the_dependence_above_the_log_density(
+    dependence_case,
+):
+    # Measured: AUROC 0.80 for the ratio, 0.64 for the log-density, whose
+    # spread over the inliers comes from the independent features. Without
+    # the background the ratio is the log-density and fails the margin.
+    fitted, _, test, truth = dependence_case
+    auroc = {k: roc_auc_score(truth, d.score_samples(test)) for k, d in fitted.items()}
+    assert auroc["log_ratio"] > 0.75, auroc
+    assert auroc["log_ratio"] > auroc["log_density"] + 0.1, auroc
+
+
+def test_log_ratio_does_not_reward_a_value_beyond_the_training_range(
+    dependence_case,
+):
+    # Outside the training range the background takes its typical level, so
+    # moving one feature past the range lowers the ratio with the
+    # log-density (test_background.py checks the level itself).
+    fitted, X, _, _ = dependence_case
+    detector = fitted["log_ratio"]
+    rows = X[:50].copy()
+    beyond = rows.copy()
+    beyond[:, 3] = X[:, 3].max() + 1.0
+    assert np.all(detector.score_samples(beyond) < detector.score_samples(rows))
+    far = rows.copy()
+    far[:, 3] = X[:, 3].max() + 30.0
+    assert np.all(detector.predict(far) == -1)
+
+
+def test_statistic_must_be_known():
+    with pytest.raises(ValueError, match="statistic"):
+        ARCSMOutlierDetector(DENSITY, statistic="ratio").fit(np.zeros((5, 2)))
