@@ -75,6 +75,7 @@ def test_outlier_benchmark_quick_mode_writes_its_table(tmp_path):
     table = (tmp_path / "outliers.md").read_text()
     for method in (
         "arcsm",
+        "arcsm_log_ratio",
         "arcsm_bounded",
         "arcsm_csm_statistic",
         "gmm",
@@ -84,9 +85,19 @@ def test_outlier_benchmark_quick_mode_writes_its_table(tmp_path):
     ):
         assert f"| {method} |" in table, method
     header = next(line for line in table.splitlines() if line.startswith("| method"))
-    for ood in ("uniform", "constant", "permuted", "flipped"):
+    for ood in ("uniform", "constant", "permuted", "flipped", "upside_down", "mnist"):
         assert f" {ood} |" in header, ood
     assert (tmp_path / "outliers.json").stat().st_size > 0
+
+
+def test_tabular_outlier_benchmark_quick_mode_writes_both_statistics(tmp_path):
+    _run_quick("benchmarks/bench_outliers_tabular.py", "--output-dir", str(tmp_path))
+    payload = json.loads((tmp_path / "outliers_tabular.json").read_text())
+    rows = {row["method"]: row for row in payload["rows"]}
+    assert set(rows) >= {"arcsm", "arcsm_log_ratio", "gmm", "ocsvm", "lof"}
+    assert all(0.0 <= row["auroc"] <= 1.0 for row in rows.values())
+    # the ratio is its own statistic, not the log-density under a new name
+    assert rows["arcsm_log_ratio"]["auroc"] != rows["arcsm"]["auroc"]
 
 
 def test_restoration_benchmark_quick_mode_writes_its_tables(tmp_path):
