@@ -76,6 +76,8 @@ def test_outlier_benchmark_quick_mode_writes_its_table(tmp_path):
     for method in (
         "arcsm",
         "arcsm_log_ratio",
+        "arcsm_ensemble",
+        "arcsm_ensemble_log_ratio",
         "arcsm_bounded",
         "arcsm_csm_statistic",
         "gmm",
