@@ -45,7 +45,7 @@ PSEUDO_COUNT = 0.5
 
 
 class HistogramMarginals:
-    """Independent per-feature histograms, with a floor outside the range.
+    """Independent per-feature histograms, at a typical level outside the range.
 
     Parameters
     ----------
@@ -84,7 +84,7 @@ class HistogramMarginals:
         n_bins = int(np.ceil(np.sqrt(n_samples)))
         low, high = X.min(axis=0), X.max(axis=0)
         # A constant feature gets one unit of width around its value: any
-        # other value is then outside its range and meets the floor.
+        # other value is then outside its range and takes the typical level.
         flat = high <= low
         low, high = np.where(flat, low - 0.5, low), np.where(flat, high + 0.5, high)
         fractions = np.linspace(0.0, 1.0, n_bins + 1)
@@ -92,12 +92,14 @@ class HistogramMarginals:
         edges[:, -1] = high  # exact, so that the maximum falls inside
         widths = (high - low) / n_bins
         total = n_samples + PSEUDO_COUNT * n_bins
+        # One binning of X gives both the counts and each training value's
+        # bin, so the lookup of log_density uses the bins that were counted.
+        index = _bin_index(edges, X)
         counts = np.stack(
-            [np.histogram(X[:, d], edges[d])[0] for d in range(n_features)]
+            [np.bincount(index[:, d], minlength=n_bins) for d in range(n_features)]
         )
         log_widths = np.log(widths)
         log_densities = np.log((counts + PSEUDO_COUNT) / total) - log_widths[:, None]
-        index = _bin_index(edges, X)
         typical = np.median(np.take_along_axis(log_densities, index.T, axis=1), axis=1)
         return cls(edges, log_densities, typical)
 
