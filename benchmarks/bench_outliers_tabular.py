@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from bench_outliers import RESULTS_DIR, _fit_gmm, _fit_kde
+from bench_outliers import RESULTS_DIR, _fit_gmm, _fit_kde, log_ratio_scorer
 from bench_report import (
     environment,
     markdown_table,
@@ -57,7 +57,6 @@ from sklearn.svm import OneClassSVM
 from threadpoolctl import threadpool_limits
 
 from sklearn_arcsm import ARCSMDensity
-from sklearn_arcsm.background import HistogramMarginals
 
 METHODS = ("arcsm", "arcsm_log_ratio", "gmm", "kde", "iforest", "ocsvm", "lof")
 
@@ -87,7 +86,6 @@ def fit_methods(train, seed, config) -> dict:
     """``name -> inlier score function`` (higher = more typical)."""
     epochs = {} if config.arcsm_epochs is None else {"max_epochs": config.arcsm_epochs}
     density = ARCSMDensity(random_state=seed, **epochs).fit(train)
-    background = HistogramMarginals.fit(train)
     scaler = StandardScaler().fit(train)
 
     def scaled(model):
@@ -97,9 +95,7 @@ def fit_methods(train, seed, config) -> dict:
     kde_score, _ = _fit_kde(scaler.transform(train), (0.25, 0.5, 1.0, 2.0))
     return {
         "arcsm": density.score_samples,
-        "arcsm_log_ratio": lambda A: (
-            density.score_samples(A) - background.log_density(A)
-        ),
+        "arcsm_log_ratio": log_ratio_scorer(density, train),
         "gmm": _fit_gmm(train, (1, 2, 3, 4))[0],
         "kde": lambda A: kde_score(scaler.transform(A)),
         "iforest": IsolationForest(random_state=seed).fit(train).score_samples,
