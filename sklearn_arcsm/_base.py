@@ -50,7 +50,9 @@ TAIL_SCALE = 1.0
 # with the Simpson rule of their `n_quadrature` cells, as they were scored.
 # Format 4 added `bounds_` (the box of a bounded model, see
 # sklearn_arcsm.bounds); older fits load unbounded, as they were fitted.
-PERSISTENCE_FORMAT = 4
+# Format 5 added ARCSMDensity's `whitening_` (sklearn_arcsm.whitening);
+# older fits load unwhitened, as they were fitted.
+PERSISTENCE_FORMAT = 5
 # Tolerance of the adaptive rule (n_quadrature="auto"), in nats per
 # conditional: the estimated error of the level a conditional is accepted at
 # (see sklearn_arcsm.adaptive). Measured against a 2049-node float64
@@ -448,7 +450,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             net.initialize_callbacks()
         else:
             mean, scale = _mean_and_scale(Y)
-        Z = ((Y - mean) / scale).astype(np.float32)
+        Z, extra_fitted = self._to_model_coordinates((Y - mean) / scale, continuing)
+        Z = Z.astype(np.float32)
         train, valid = self._split(Z, seeds["split"])
         if continuing:
             net.set_params(train_split=self._train_split(valid))
@@ -470,6 +473,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             device_=device,
             objective_=self._resolved("objective"),
             quadrature_=rule,
+            **extra_fitted,
         )
         checkpoints = [
             cb for _, cb in net.callbacks_ if isinstance(cb, EstimatorCheckpoint)
@@ -496,6 +500,14 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             )
         self._commit(net, fitted)
         return self
+
+    def _to_model_coordinates(self, S: np.ndarray, continuing: bool):
+        """Standardized training rows ``S`` in the module's coordinates.
+
+        Returns the rows and the fitted attributes of the map (none here:
+        the module sees standardized data; ARCSMDensity may whiten it).
+        """
+        return S, {}
 
     def _commit(self, net, fitted: dict) -> None:
         """Set every fitted attribute from a trained net."""

@@ -6,11 +6,13 @@ import numpy as np
 import torch
 from sklearn.base import DensityMixin, _fit_context
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_arcsm._base import BaseCSMEstimator
 from sklearn_arcsm._docstrings import attributes_section, parameters_section
 from sklearn_arcsm._inference import _is_integer_at_least
+from sklearn_arcsm.whitening import Whitening
 
 __all__ = ["ARCSMDensity"]
 
@@ -67,6 +69,72 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     # fits the data smoothed by the smallest noise level).
     _default_objective = "nll"
 
+    _parameter_constraints: dict = {
+        **BaseCSMEstimator._parameter_constraints,
+        "whiten": [None, StrOptions({"pca", "cholesky"})],
+    }
+
+    def __init__(
+        self,
+        *,
+        backbone="made",
+        image_shape=None,
+        bounds=None,
+        whiten=None,
+        hidden_layer_sizes="auto",
+        kernel_size=5,
+        context_size=8,
+        head_layer_sizes=(32, 32),
+        n_frequencies=6,
+        objective="auto",
+        noise_levels=None,
+        n_quadrature="auto",
+        max_epochs=300,
+        batch_size=256,
+        lr=0.001,
+        ema_decay="auto",
+        device="cpu",
+        distributed=None,
+        mixed_precision=None,
+        early_stopping=True,
+        validation_fraction=0.1,
+        n_iter_no_change="auto",
+        tol=0.0001,
+        callbacks=None,
+        verbose=0,
+        warm_start=False,
+        random_state=None,
+    ):
+        super().__init__(
+            backbone=backbone,
+            image_shape=image_shape,
+            bounds=bounds,
+            hidden_layer_sizes=hidden_layer_sizes,
+            kernel_size=kernel_size,
+            context_size=context_size,
+            head_layer_sizes=head_layer_sizes,
+            n_frequencies=n_frequencies,
+            objective=objective,
+            noise_levels=noise_levels,
+            n_quadrature=n_quadrature,
+            max_epochs=max_epochs,
+            batch_size=batch_size,
+            lr=lr,
+            ema_decay=ema_decay,
+            device=device,
+            distributed=distributed,
+            mixed_precision=mixed_precision,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            tol=tol,
+            callbacks=callbacks,
+            verbose=verbose,
+            warm_start=warm_start,
+            random_state=random_state,
+        )
+        self.whiten = whiten
+
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Fit the model (by maximum likelihood unless ``objective`` says otherwise).
@@ -83,6 +151,39 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         self : ARCSMDensity
         """
         return self._fit(X)
+
+    def _to_model_coordinates(self, S, continuing):
+        """Standardized rows ``S``, whitened if ``whiten`` says so."""
+        if continuing:
+            whitening = self.whitening_
+            fitted_with = None if whitening is None else whitening.method
+            if fitted_with != self.whiten:
+                raise ValueError(
+                    f"whiten={self.whiten!r} differs from the fitted model's "
+                    f"({fitted_with!r}, in whitening_): a warm start continues the "
+                    "fitted model in its own coordinates. Set warm_start=False to "
+                    "refit."
+                )
+        elif self.whiten is None:
+            whitening = None
+        elif self.whiten == "pca" and self.backbone == "pixelcnn":
+            raise ValueError(
+                "whiten='pca' mixes and reorders the pixels, while "
+                "backbone='pixelcnn' needs them on their grid; use "
+                "whiten='cholesky' (it keeps the raster order) or None with the "
+                "PixelCNN, or backbone='made'."
+            )
+        else:
+            whitening = Whitening.fit(S, self.whiten)
+        Z = S if whitening is None else S @ whitening.matrix.T
+        return Z, {"whitening_": whitening}
+
+    def __setstate__(self, state):
+        state = dict(state)
+        state.setdefault("whiten", None)  # saved before whitening existed
+        if "net_" in state:
+            state.setdefault("whitening_", None)
+        super().__setstate__(state)
 
     def score_samples(self, X):
         """Exact log-density of each sample, in the units of ``X``.
@@ -153,6 +254,8 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     def _log_density_gradient_of(self, X: np.ndarray) -> np.ndarray:
         """:meth:`log_density_gradient` of validated rows ``X``."""
         grad = self._log_density_gradient_standardized(self._standardized_tensor(X))
+        if self.whitening_ is not None:
+            grad = self.whitening_.pullback(grad)
         grad = grad / torch.as_tensor(self.scale_).to(grad)
         if self.bounds_ is not None:
             # The map onto R is elementwise: the 1-D chain rule per column.
@@ -256,10 +359,13 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         start = self._from_standardized(torch.zeros(1, self.n_features_in_))
         Z = self._standardized_tensor(np.where(missing, start, X))
         missing_t = torch.as_tensor(missing, device=self.device_)
-        filled = self._inpaint_standardized(
-            Z, missing_t, method=method, n_steps=n_steps, generator=generator
+        inpaint = (
+            self._inpaint_standardized
+            if self.whitening_ is None
+            else self._inpaint_whitened
         )
-        return np.where(missing, self._from_standardized(filled), X)
+        Z = inpaint(Z, missing_t, method=method, n_steps=n_steps, generator=generator)
+        return np.where(missing, self._from_standardized(Z), X)
 
     def _check_mask(self, X, mask) -> np.ndarray:
         if mask is None:
@@ -288,6 +394,25 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
 ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
     "{parameters}",
     parameters_section(
+        whiten="""\
+    whiten : {None, "cholesky", "pca"}, default=None
+        Linear whitening of the standardized data before the model (exact:
+        the density picks up ``log |det W|``; :mod:`sklearn_arcsm.whitening`).
+        ``"cholesky"``: ``z_d`` is the residual of the least-squares
+        regression of ``x_d`` on ``x_<d``, scaled to unit variance; the
+        columns keep their order, so the autoregressive structure is kept.
+        ``"pca"``: principal components, largest variance first; it also
+        rotates, and reorders the variables. Both remove the correlations
+        the model would otherwise have to learn, which helps on continuous,
+        correlated data (measured: breast cancer +3.4 and +3.8 nats per
+        row, image patches +3.1 and +3.8), and both hurt where columns carry
+        structure at fixed positions, which mixing smears: dequantized
+        pixels on their integer grid (digits: -24 and -27 nats per image),
+        and, for ``"pca"``, a scale variable that the reorder puts last
+        (Neal's funnel: KL 0.02 to 0.13). Choose by validation likelihood
+        (``GridSearchCV``); see the user guide's "Whitening". Not with
+        ``backbone="pixelcnn"`` for ``"pca"`` (it needs the pixel grid).
+""",
         objective="""\
     objective : {"auto", "csm", "nll", "csm+nll"}, default="auto"
         Training objective. ``"nll"``: maximum likelihood, through the exact
@@ -329,7 +454,9 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         validation_loss_curve_="""\
     validation_loss_curve_ : list of float or None
         Validation negative log-likelihood per epoch, in nats per sample in
-        standardized units (None without early stopping).
+        the module's units: standardized, then whitened if ``whitening_``
+        (whose ``log_det`` converts between the two; None without early
+        stopping).
 """,
         n_iter_="""\
     n_iter_ : int
@@ -338,6 +465,11 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         mean_="""\
     mean_, scale_ : ndarray of shape (`n_features_in_`,)
         Standardization.
+""",
+        whitening_="""\
+    whitening_ : sklearn_arcsm.whitening.Whitening or None
+        The whitening map from ``whiten`` (None for none): the module models
+        ``z = W s`` of the standardized rows ``s``.
 """,
     ),
 )

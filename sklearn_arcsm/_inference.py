@@ -119,8 +119,10 @@ class FittedModelMixin:
         return self._standardized_tensor(X)
 
     def _standardized_tensor(self, X: np.ndarray) -> torch.Tensor:
-        """Validated rows ``X`` in standardized units, float64, on the device.
+        """Validated rows ``X`` in the module's coordinates, float64, on the device.
 
+        Standardized units, then whitened for a model fitted with
+        ``whiten=True`` (``whitening_``, :mod:`sklearn_arcsm.whitening`).
         For a bounded model (``bounds_``), ``X`` must be inside the box; it
         is mapped onto the real line first (:mod:`sklearn_arcsm.bounds`).
         """
@@ -131,7 +133,13 @@ class FittedModelMixin:
             X = bounds.forward(X)
         mean = torch.as_tensor(self.mean_, dtype=torch.float64, device=self.device_)
         scale = torch.as_tensor(self.scale_, dtype=torch.float64, device=self.device_)
-        return (X - mean) / scale
+        S = (X - mean) / scale
+        whitening = self._whitening()
+        return S if whitening is None else whitening.forward(S)
+
+    def _whitening(self):
+        """The fitted whitening map, or None (no whitening, or not offered)."""
+        return getattr(self, "whitening_", None)
 
     def _inside(self, X: np.ndarray) -> np.ndarray:
         """Rows where the density is positive (all, for an unbounded model)."""
@@ -141,9 +149,11 @@ class FittedModelMixin:
 
     def _from_standardized(self, Z: torch.Tensor) -> np.ndarray:
         """Inverse of :meth:`_standardized_tensor`: rows in the units of ``X``."""
-        Y = Z.to(torch.float64) * torch.as_tensor(self.scale_).to(Z) + torch.as_tensor(
-            self.mean_
-        ).to(Z)
+        Z = Z.to(torch.float64)
+        whitening = self._whitening()
+        if whitening is not None:
+            Z = whitening.inverse_map(Z)
+        Y = Z * torch.as_tensor(self.scale_).to(Z) + torch.as_tensor(self.mean_).to(Z)
         if self.bounds_ is not None:
             Y = self.bounds_.inverse(Y)
         return Y.cpu().numpy()
@@ -151,10 +161,14 @@ class FittedModelMixin:
     def _log_jacobian(self, X: np.ndarray) -> np.ndarray:
         """``log |dz/dx|`` per row, from ``X`` to standardized units, ``(n,)``.
 
-        ``log p(x) = log p_Z(z) + log |dz/dx|``: minus the log-scales, plus,
-        for a bounded model, the log-derivative of the map onto R.
+        ``log p(x) = log p_Z(z) + log |dz/dx|``: minus the log-scales, plus
+        the whitening's ``log |det W|`` if any, plus, for a bounded model,
+        the log-derivative of the map onto R.
         """
         log_det = np.full(len(X), -float(np.sum(np.log(self.scale_))))
+        whitening = self._whitening()
+        if whitening is not None:
+            log_det += whitening.log_det
         if self.bounds_ is not None:
             X = torch.as_tensor(X, dtype=torch.float64)
             log_det += self.bounds_.log_derivative(X).sum(dim=1).numpy()
@@ -238,6 +252,61 @@ class FittedModelMixin:
         )
         filled[rows] = moved
         return filled
+
+    def _inpaint_whitened(
+        self, Z, missing, *, method, n_steps, generator
+    ) -> torch.Tensor:
+        """:meth:`_inpaint_standardized` for a whitened model (``whitening_``).
+
+        The mask lives in standardized coordinates ``s = W^(-1) z``. Each
+        row starts from the whitening Gaussian's conditional draw. With the
+        triangular (Cholesky) map, a row whose masked entries all come after
+        its observed ones keeps its observed prefix in ``z`` too, so it gets
+        exact autoregressive draws (unless ``method="mala"``); every other
+        row, and every row of a PCA-whitened model (which mixes all columns
+        into every component), is sampled by MALA on the exact log-density
+        in standardized coordinates.
+        """
+        whitening = self._whitening()
+        S = whitening.conditional_draw(whitening.inverse_map(Z), missing, generator)
+        chain = missing.any(dim=1)
+        if method == "auto" and whitening.triangular:
+            exact = chain & restoration.missing_after_observed(missing)
+            if exact.any():
+                module, head = self._inference_modules()
+                filled = autoregressive_fill(
+                    module,
+                    whitening.forward(S[exact]),
+                    missing[exact],
+                    self._final_sigma(Z),
+                    self.quadrature_,
+                    generator,
+                    head,
+                )
+                S[exact] = whitening.inverse_map(filled)
+            chain &= ~exact
+        if chain.any():
+            rows = torch.nonzero(chain).flatten()
+
+            def log_density(s):
+                return self._log_density_tensor(whitening.forward(s))
+
+            def grad(s):
+                z = whitening.forward(s)
+                return whitening.pullback(
+                    self._log_density_gradient_standardized(z, MALA_PROPOSAL_RULE)
+                )
+
+            S[rows], _ = restoration.mala(
+                log_density,
+                S[rows],
+                missing[rows],
+                n_steps,
+                grad=grad,
+                step_size=MALA_INITIAL_STEP,
+                generator=generator,
+            )
+        return whitening.forward(S)
 
     def sample(
         self,

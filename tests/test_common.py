@@ -23,6 +23,10 @@ def _public_estimators():
             yield obj(density, n_orderings=2, random_state=0)
         else:
             yield obj(random_state=0, **CHEAP_PARAMS)
+        if obj is sklearn_arcsm.ARCSMDensity:
+            # whitening is fitted state (whitening_) that inference reads
+            for whiten in ("cholesky", "pca"):
+                yield obj(whiten=whiten, random_state=0, **CHEAP_PARAMS)
 
 
 # Each expected failure carries its reason; keep this table short.
