@@ -170,14 +170,16 @@ def test_real_data_benchmark_quick_mode_writes_its_table(tmp_path):
     )
     table = (tmp_path / "real.md").read_text()
     header = next(line for line in table.splitlines() if line.startswith("| data set"))
-    for method in ("arcsm", "arcsm_bounded", "gmm", "kde", "maf", "nsf"):
+    methods = ("arcsm", "arcsm_bounded", "arcsm_cholesky", "arcsm_pca")
+    for method in (*methods, "gmm", "kde", "maf", "nsf"):
         assert f" {method} |" in header, method
-    assert " arcsm_bounded - best peer (paired se) |" in header
+    for method in methods:
+        assert f" {method} - best peer (paired se) |" in header, method
     rows = [line for line in table.splitlines() if line.startswith("| diabetes | 10")]
-    # Six methods with standard errors, the best peer and two paired gaps
-    # (arcsm's and arcsm_bounded's: diabetes declares its bounds).
-    assert len(rows) == 1 and rows[0].count("+-") == 6
-    assert rows[0].rstrip(" |").endswith(")") and rows[0].count(") |") == 2
+    # Eight methods with standard errors, the best peer and four paired gaps
+    # (one per AR-CSM row: diabetes declares its bounds).
+    assert len(rows) == 1 and rows[0].count("+-") == 8
+    assert rows[0].rstrip(" |").endswith(")") and rows[0].count(") |") == 4
     assert "(scikit-learn load_breast_cancer)" in table
 
 

@@ -41,6 +41,9 @@ METHODS = {
     # The CSM objectives, for comparison with the default (maximum likelihood).
     "arcsm_csm": lambda X, s, q: peers.fit_arcsm(X, s, q, objective="csm"),
     "arcsm_csm_nll": lambda X, s, q: peers.fit_arcsm(X, s, q, objective="csm+nll"),
+    # Linear whitening in front of the model (ARCSMDensity's whiten).
+    "arcsm_cholesky": lambda X, s, q: peers.fit_arcsm(X, s, q, whiten="cholesky"),
+    "arcsm_pca": lambda X, s, q: peers.fit_arcsm(X, s, q, whiten="pca"),
     "gmm": peers.fit_gmm,
     "kde": peers.fit_kde,
     "maf": lambda X, s, q: peers.fit_flow(X, s, "maf", q),
