@@ -404,12 +404,12 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         ``"pca"``: principal components, largest variance first; it also
         rotates, and reorders the variables. Both remove the correlations
         the model would otherwise have to learn, which helps on continuous,
-        correlated data (measured: breast cancer +3.4 and +3.8 nats per
-        row, image patches +3.1 and +3.8), and both hurt where columns carry
+        correlated data (measured: breast cancer +3.3 and +2.1 nats per
+        row, image patches +3.1 and +3.7), and both hurt where columns carry
         structure at fixed positions, which mixing smears: dequantized
         pixels on their integer grid (digits: -24 and -27 nats per image),
         and, for ``"pca"``, a scale variable that the reorder puts last
-        (Neal's funnel: KL 0.02 to 0.13). Choose by validation likelihood
+        (Neal's funnel: KL 0.02 to 0.18). Choose by validation likelihood
         (``GridSearchCV``); see the user guide's "Whitening". Not with
         ``backbone="pixelcnn"`` for ``"pca"`` (it needs the pixel grid).
 """,
