@@ -297,7 +297,7 @@ class FittedModelMixin:
                     self._log_density_gradient_standardized(z, MALA_PROPOSAL_RULE)
                 )
 
-            S[rows], _ = restoration.mala(
+            moved, _ = restoration.mala(
                 log_density,
                 S[rows],
                 missing[rows],
@@ -306,6 +306,7 @@ class FittedModelMixin:
                 step_size=MALA_INITIAL_STEP,
                 generator=generator,
             )
+            S[rows] = moved
         return whitening.forward(S)
 
     def sample(
