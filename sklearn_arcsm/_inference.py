@@ -70,6 +70,28 @@ def check_inside(bounds, X: np.ndarray) -> None:
         )
 
 
+def _mala_rows(log_density, grad, X, missing, chain, n_steps, generator):
+    """``X`` with the rows marked by ``chain`` moved by MALA (in place).
+
+    The masked entries of those rows take ``n_steps`` MALA steps on
+    ``log_density`` (proposals along ``grad``, see
+    :func:`sklearn_arcsm.restoration.mala`); the other rows are kept.
+    """
+    if chain.any():
+        rows = torch.nonzero(chain).flatten()
+        moved, _ = restoration.mala(
+            log_density,
+            X[rows],
+            missing[rows],
+            n_steps,
+            grad=grad,
+            step_size=MALA_INITIAL_STEP,
+            generator=generator,
+        )
+        X[rows] = moved
+    return X
+
+
 class FittedModelMixin:
     """Inference on a fitted AR-CSM (mixed into the estimators' base)."""
 
@@ -234,24 +256,13 @@ class FittedModelMixin:
         chain = missing.any(dim=1)
         if method == "auto":
             chain &= ~restoration.missing_after_observed(missing)
-        if not chain.any():
-            return filled
-        rows = torch.nonzero(chain).flatten()
 
         def grad(z):
             return self._log_density_gradient_standardized(z, MALA_PROPOSAL_RULE)
 
-        moved, _ = restoration.mala(
-            self._log_density_tensor,
-            filled[rows],
-            missing[rows],
-            n_steps,
-            grad=grad,
-            step_size=MALA_INITIAL_STEP,
-            generator=generator,
+        return _mala_rows(
+            self._log_density_tensor, grad, filled, missing, chain, n_steps, generator
         )
-        filled[rows] = moved
-        return filled
 
     def _inpaint_whitened(
         self, Z, missing, *, method, n_steps, generator
@@ -285,28 +296,17 @@ class FittedModelMixin:
                 )
                 S[exact] = whitening.inverse_map(filled)
             chain &= ~exact
-        if chain.any():
-            rows = torch.nonzero(chain).flatten()
 
-            def log_density(s):
-                return self._log_density_tensor(whitening.forward(s))
+        def log_density(s):
+            return self._log_density_tensor(whitening.forward(s))
 
-            def grad(s):
-                z = whitening.forward(s)
-                return whitening.pullback(
-                    self._log_density_gradient_standardized(z, MALA_PROPOSAL_RULE)
-                )
-
-            moved, _ = restoration.mala(
-                log_density,
-                S[rows],
-                missing[rows],
-                n_steps,
-                grad=grad,
-                step_size=MALA_INITIAL_STEP,
-                generator=generator,
+        def grad(s):
+            z = whitening.forward(s)
+            return whitening.pullback(
+                self._log_density_gradient_standardized(z, MALA_PROPOSAL_RULE)
             )
-            S[rows] = moved
+
+        S = _mala_rows(log_density, grad, S, missing, chain, n_steps, generator)
         return whitening.forward(S)
 
     def sample(

@@ -85,7 +85,9 @@ def test_fitted_models_keep_their_invariants(problem, perm_seed):
     # The score head runs in float32 (the quadrature in float64): a row's
     # result may move by ~1e-9 with the batch it is in, far inside the 1e-7
     # of scikit-learn's batch-invariance checks.
-    np.testing.assert_allclose(est.score_samples(X[order]), log_p[order], rtol=1e-8)
+    np.testing.assert_allclose(
+        est.score_samples(X[order]), log_p[order], rtol=1e-8, atol=1e-8
+    )
 
     # Far outside the data: finite, and no NaN.
     far = X[:3] + 1e3 * (np.abs(X).max() + 1.0)
