@@ -408,7 +408,9 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         row, image patches +3.1 and +3.7), and both hurt where columns carry
         structure at fixed positions, which mixing smears: dequantized
         pixels on their integer grid (digits: -24 and -27 nats per image),
-        and, for ``"pca"``, a scale variable that the reorder puts last
+        conditionals that switch between regimes (the quality suite's
+        switching chain), and, for ``"pca"``, a scale variable that the
+        reorder puts last
         (Neal's funnel: KL 0.02 to 0.18). Choose by validation likelihood
         (``GridSearchCV``); see the user guide's "Whitening". Not with
         ``backbone="pixelcnn"`` for ``"pca"`` (it needs the pixel grid).
