@@ -144,7 +144,7 @@ class FittedModelMixin:
         """Validated rows ``X`` in the module's coordinates, float64, on the device.
 
         Standardized units, then whitened for a model fitted with
-        ``whiten=True`` (``whitening_``, :mod:`sklearn_arcsm.whitening`).
+        ``whiten`` (``whitening_``, :mod:`sklearn_arcsm.whitening`).
         For a bounded model (``bounds_``), ``X`` must be inside the box; it
         is mapped onto the real line first (:mod:`sklearn_arcsm.bounds`).
         """
@@ -181,7 +181,7 @@ class FittedModelMixin:
         return Y.cpu().numpy()
 
     def _log_jacobian(self, X: np.ndarray) -> np.ndarray:
-        """``log |dz/dx|`` per row, from ``X`` to standardized units, ``(n,)``.
+        """``log |dz/dx|`` per row, from ``X`` to the module's coordinates, ``(n,)``.
 
         ``log p(x) = log p_Z(z) + log |dz/dx|``: minus the log-scales, plus
         the whitening's ``log |det W|`` if any, plus, for a bounded model,

@@ -1,19 +1,24 @@
-"""PCA whitening: a fixed linear map in front of the autoregressive model.
+"""Linear whitening: a fixed linear map in front of the autoregressive model.
 
 An AR-CSM models ``p(z) = prod_d p(z_d | z_<d)`` in a fixed order. When the
 features are strongly correlated, each conditional must learn a regression
 on all earlier features before it can shape what is left, from the same
-finite sample. Rotating the (standardized) data onto its principal axes and
-scaling each axis to unit variance, ``z = W s`` with ``W = L^(-1/2) U^T``
-for the eigendecomposition ``C = U L U^T`` of the training correlation
-matrix, removes all second-order dependence first: the model is left with
-what a Gaussian cannot explain. The map is linear and invertible, so the
-density stays exact and normalized::
+finite sample. Mapping the (standardized) rows by a matrix ``W`` fitted to
+the training correlation matrix ``C``, ``z = W s`` with ``W C W^T = I``,
+removes all second-order dependence first: the model is left with what a
+Gaussian cannot explain. Two such maps (:meth:`Whitening.fit`):
 
-    log p_S(s) = log p_Z(W s) + log |det W|,   log |det W| = -sum_k log(l_k) / 2
+* Cholesky, ``W = L^(-1)`` for ``C = L L^T``: lower triangular, so the
+  columns keep their order and ``z_<d`` depends on ``s_<d`` only;
+* PCA, ``W = Lambda^(-1/2) U^T`` for ``C = U Lambda U^T``: principal axes,
+  largest variance first (coarse to fine), which rotates and reorders.
 
-and samples are ``s = W^(-1) z``. The order of the model's conditionals is
-the order of the components: largest variance first (coarse to fine).
+The map is linear and invertible, so the density stays exact and
+normalized::
+
+    log p_S(s) = log p_Z(W s) + log |det W|
+
+and samples are ``s = W^(-1) z``.
 
 The eigenvalues are floored at :data:`EIGENVALUE_FLOOR` times the largest,
 so that exactly collinear features (a column that is a sum of others) give
@@ -42,10 +47,11 @@ class Whitening:
     Parameters
     ----------
     matrix : ndarray of shape (n_features, n_features)
-        ``W = L^(-1/2) U^T``: row ``k`` is the ``k``-th principal axis over
-        the square root of its variance.
+        ``W``: ``L^(-1)`` (Cholesky) or ``Lambda^(-1/2) U^T`` (PCA, row
+        ``k`` the ``k``-th principal axis over the square root of its
+        variance).
     inverse : ndarray of shape (n_features, n_features)
-        ``W^(-1) = U L^(1/2)``.
+        ``W^(-1)``: ``L`` or ``U Lambda^(1/2)``.
     log_det : float
         ``log |det W|``.
     method : {"pca", "cholesky"}
@@ -61,7 +67,7 @@ class Whitening:
     def fit(cls, S: np.ndarray, method: str = "pca") -> Whitening:
         """Whitening of centred rows ``S``, shape ``(n_samples, n_features)``.
 
-        ``method="pca"``: ``W = L^(-1/2) U^T``, components by decreasing
+        ``method="pca"``: ``W = Lambda^(-1/2) U^T``, components by decreasing
         variance, eigenvectors' signs fixed (largest entry positive) so that
         the map depends on the data only, not on the eigensolver.
         ``method="cholesky"``: ``W = L^(-1)`` for ``C = L L^T``, lower
@@ -102,11 +108,7 @@ class Whitening:
     @property
     def triangular(self) -> bool:
         """True when ``z_<d`` depends on ``s_<d`` only (Cholesky whitening)."""
-        return bool(np.all(np.triu(self.matrix, 1) == 0))
-
-    @property
-    def n_features(self) -> int:
-        return self.matrix.shape[0]
+        return self.method == "cholesky"
 
     def forward(self, S: torch.Tensor) -> torch.Tensor:
         """``z = W s`` for rows ``S`` of shape ``(n, D)``."""
