@@ -82,6 +82,8 @@ class Whitening:
         D = S.shape[1]
         covariance = S.T @ S / len(S)
         active = np.flatnonzero(np.diag(covariance) > 0)
+        if len(active) == 0:  # every column constant: nothing to whiten
+            return cls(np.eye(D), np.eye(D), 0.0, method)
         C = covariance[np.ix_(active, active)]
         eigenvalues, vectors = np.linalg.eigh(C)
         top = max(float(eigenvalues.max(initial=0.0)), np.finfo(np.float64).tiny)

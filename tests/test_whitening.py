@@ -77,6 +77,13 @@ def test_constant_and_collinear_columns_stay_finite_and_invertible(method):
     np.testing.assert_array_equal(w.matrix[3], np.eye(5)[3])  # constant: as is
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_all_constant_columns_give_the_identity(method):
+    w = Whitening.fit(np.zeros((5, 3)), method)
+    np.testing.assert_array_equal(w.matrix, np.eye(3))
+    assert w.log_det == 0.0
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="'pca' or 'cholesky'"):
         Whitening.fit(np.eye(3), "zca")
