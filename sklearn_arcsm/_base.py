@@ -52,7 +52,11 @@ TAIL_SCALE = 1.0
 # sklearn_arcsm.bounds); older fits load unbounded, as they were fitted.
 # Format 5 added ARCSMDensity's `whitening_` (sklearn_arcsm.whitening);
 # older fits load unwhitened, as they were fitted.
-PERSISTENCE_FORMAT = 5
+# Format 6 made batch_size="auto" the default and added the resolved
+# `batch_size_`; older fits load with their integer batch_size as
+# batch_size_ (older versions of the package could not continue a fit whose
+# batch_size is "auto").
+PERSISTENCE_FORMAT = 6
 # Tolerance of the adaptive rule (n_quadrature="auto"), in nats per
 # conditional: the estimated error of the level a conditional is accepted at
 # (see sklearn_arcsm.adaptive). Measured against a 2049-node float64
@@ -63,6 +67,10 @@ PERSISTENCE_FORMAT = 5
 QUADRATURE_TOL = 1e-5
 # Order of the Chebyshev panels of a fixed rule (integer n_quadrature).
 QUADRATURE_ORDER = 8
+# batch_size="auto": at least this many optimizer steps per epoch, with
+# batches of AUTO_BATCH_RANGE rows (see auto_batch_size).
+MIN_STEPS_PER_EPOCH = 16
+AUTO_BATCH_RANGE = (16, 256)
 
 
 def _package_version() -> str:
@@ -101,6 +109,26 @@ def default_noise_levels() -> np.ndarray:
     moons.
     """
     return np.geomspace(1.0, 0.1, 4)
+
+
+def auto_batch_size(n_train: int, n_processes: int = 1) -> int:
+    """The mini-batch size of ``batch_size="auto"`` for ``n_train`` rows.
+
+    ``n_train // 16`` clipped to 16..256 rows (a multiple of ``n_processes``,
+    since a distributed batch is split evenly): at least 16 optimizer steps
+    per epoch wherever the batches can stay 16 rows or more, and the fixed
+    256 from 4,096 training rows up. Why steps per epoch: the weight average
+    (``ema_decay=0.99``, about the last 100 steps) and the early-stopping
+    patience (20 epochs) are counted in steps and epochs. With a fixed 256,
+    a table of 300 training rows got 2 steps per epoch: 600 steps in 300
+    epochs, and an average spanning 50 epochs. Measured (held-out
+    log-likelihood, nats per row, 256 -> auto; ``benchmarks/quality``'s real
+    data): weather -8.68 -> -8.35, diabetes -26.91 -> -25.88, breast_cancer
+    35.99 -> 38.74.
+    """
+    low, high = AUTO_BATCH_RANGE
+    size = min(high, max(low, n_train // MIN_STEPS_PER_EPOCH))
+    return max(n_processes, size - size % n_processes)
 
 
 def default_hidden_sizes(n_features: int, backbone: str = "made") -> tuple[int, ...]:
@@ -185,7 +213,10 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             Interval(Integral, 1, None, closed="left"),
         ],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "ema_decay": [
             None,
@@ -223,7 +254,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         noise_levels=None,
         n_quadrature="auto",
         max_epochs=300,
-        batch_size=256,
+        batch_size="auto",
         lr=1e-3,
         ema_decay="auto",
         device="cpu",
@@ -422,7 +453,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             device = str(accelerator.device)
             if torch.device(device).type == "cpu":
                 device = "cpu"  # Accelerate says "cpu:<rank>"; CPU is one device
-            seeds = agree_across_processes(accelerator, seeds, X, self.batch_size)
+        batch_size = self._resolve_batch_size(len(X), accelerator)
+        if accelerator is not None:
+            seeds = agree_across_processes(accelerator, seeds, X, batch_size)
         bounds = self._resolve_bounds(X.shape[1])
         if continuing and bounds != self.bounds_:
             raise ValueError(
@@ -444,7 +477,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             net.train_cells = self._train_cells()
             if net.lr != self.lr:
                 net.set_params(lr=self.lr)  # skorch updates the param groups
-            net.set_params(batch_size=self.batch_size, verbose=self.verbose)
+            net.set_params(batch_size=batch_size, verbose=self.verbose)
             net.module_.mixed_precision = self.mixed_precision
             net.callbacks = self._make_callbacks()
             net.initialize_callbacks()
@@ -463,7 +496,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                 net.initialize_optimizer()
             net.accelerator = accelerator
         else:
-            net = self._build_net(Z, levels, rule, device, seeds, valid, accelerator)
+            net = self._build_net(
+                Z, levels, rule, device, seeds, valid, batch_size, accelerator
+            )
         net.diverged_at_ = None
         fitted = dict(
             bounds_=bounds,
@@ -473,6 +508,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             device_=device,
             objective_=self._resolved("objective"),
             quadrature_=rule,
+            batch_size_=batch_size,
             **extra_fitted,
         )
         checkpoints = [
@@ -542,11 +578,24 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             if name.endswith("_") and not name.startswith("_"):
                 delattr(self, name)
 
+    def _n_valid(self, n_rows: int) -> int:
+        """Rows held out for early stopping (0 without it)."""
+        if not self.early_stopping:
+            return 0
+        n_valid = int(round(self.validation_fraction * n_rows))
+        return min(max(n_valid, 1), n_rows - 1)
+
+    def _resolve_batch_size(self, n_rows: int, accelerator=None) -> int:
+        """``batch_size``, with "auto" resolved for the training split's size."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        n_processes = 1 if accelerator is None else accelerator.num_processes
+        return auto_batch_size(n_rows - self._n_valid(n_rows), n_processes)
+
     def _split(self, Z: np.ndarray, seed: int):
         if not self.early_stopping:
             return Z, None
-        n_valid = int(round(self.validation_fraction * len(Z)))
-        n_valid = min(max(n_valid, 1), len(Z) - 1)
+        n_valid = self._n_valid(len(Z))
         order = np.random.RandomState(seed).permutation(len(Z))
         return Z[order[n_valid:]], Z[order[:n_valid]]
 
@@ -555,7 +604,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         return None if valid is None else predefined_split(Dataset(valid))
 
     def _build_net(
-        self, Z, levels, rule, device, seeds, valid, accelerator=None
+        self, Z, levels, rule, device, seeds, valid, batch_size, accelerator=None
     ) -> CSMNet:
         n_features = Z.shape[1]
         hidden = (
@@ -586,7 +635,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             optimizer=torch.optim.Adam,
             lr=self.lr,
             max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
+            batch_size=batch_size,
             train_split=self._train_split(valid),
             callbacks=callbacks,
             device=device,
@@ -674,6 +723,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         state.setdefault("bounds", None)
         if "net_" in state:
             state.setdefault("bounds_", None)
+            state.setdefault("batch_size_", state.get("batch_size"))
         if saved < 3 and "net_" in state:
             # Older fits were scored with the Simpson rule of n_quadrature
             # cells: keep scoring them exactly so.

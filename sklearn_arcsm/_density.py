@@ -90,7 +90,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         noise_levels=None,
         n_quadrature="auto",
         max_epochs=300,
-        batch_size=256,
+        batch_size="auto",
         lr=0.001,
         ema_decay="auto",
         device="cpu",

@@ -127,8 +127,17 @@ SHARED_PARAMETERS = {
         nats of KL in the quality benchmark; see the user guide).
 """,
     "batch_size": """\
-    batch_size : int, default=256
-        Mini-batch size.
+    batch_size : "auto" or int, default="auto"
+        Mini-batch size. ``"auto"`` takes ``n_train // 16`` rows clipped to
+        16..256 (``n_train``: the rows left after the validation split), so
+        that every epoch has at least 16 optimizer steps wherever batches can
+        stay 16 rows or more; from 4,096 training rows up it is 256. The
+        resolved size is ``batch_size_``. A small table with a fixed 256
+        gets one or two steps per epoch, too few for the weight average and
+        the early-stopping patience, which count steps and epochs: on
+        weather, diabetes and breast_cancer (300 to 1,000 training rows)
+        ``"auto"`` raised the held-out log-likelihood by 0.33, 1.03 and
+        2.75 nats per row over 256 (see the user guide).
 """,
     "lr": """\
     lr : float, default=1e-3
@@ -224,6 +233,7 @@ ATTRIBUTE_ORDER = (
     "noise_levels_",
     "objective_",
     "quadrature_",
+    "batch_size_",
     "hidden_layer_sizes_",
     "device_",
 )
@@ -268,6 +278,11 @@ SHARED_ATTRIBUTES = {
         The quadrature rule that ``score_samples`` and ``sample`` use,
         resolved from ``n_quadrature`` at fit time (later changes of
         ``n_quadrature`` apply at the next fit).
+""",
+    "batch_size_": """\
+    batch_size_ : int
+        The mini-batch size the fit used: ``batch_size``, with ``"auto"``
+        resolved for the number of training rows.
 """,
     "hidden_layer_sizes_": """\
     hidden_layer_sizes_ : tuple of int or None

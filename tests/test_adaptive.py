@@ -133,10 +133,11 @@ def test_the_fitted_rule_is_a_fitted_attribute(fitted_moons):
         est.set_params(n_quadrature="auto")
 
 
-def _cell_distance(est, samples, edges, refine=8):
+def _cell_distance(est, samples, edges, refine=32):
     """Total variation between sample frequencies and model cell masses.
 
-    Cell masses by the midpoint rule on ``refine x refine`` sub-cells.
+    Cell masses by the midpoint rule on ``refine x refine`` sub-cells (8 x 8
+    misjudged the masses of a well-trained, sharp moons model by 0.07).
     """
     fine = [np.linspace(e[0], e[-1], (len(e) - 1) * refine + 1) for e in edges]
     centres = [(f[1:] + f[:-1]) / 2 for f in fine]

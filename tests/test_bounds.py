@@ -195,7 +195,12 @@ def test_gradient_matches_finite_differences(box_fit):
     est, X = box_fit
     x = X[:3]
     grad = est.log_density_gradient(x)
-    step = 1e-5 * np.array([10.0, 1.0, 1.0, 1.0])
+    # Steps of 1e-4 (times each column's spread) and atol 5e-3: score_samples
+    # is exact only to ~1e-7..1e-6 nats (the float32 head, the adaptive
+    # rule's tolerance), which central differences over 2e-5 turned into
+    # errors of 1e-2 once the model was trained enough to be sharp; 1e-3
+    # steps err by 0.2 on the column near its bound (gradient 33).
+    step = 1e-4 * np.array([10.0, 1.0, 1.0, 1.0])
     numeric = np.column_stack(
         [
             (
@@ -206,7 +211,7 @@ def test_gradient_matches_finite_differences(box_fit):
             for j in range(4)
         ]
     )
-    np.testing.assert_allclose(grad, numeric, rtol=2e-3, atol=2e-3)
+    np.testing.assert_allclose(grad, numeric, rtol=2e-3, atol=5e-3)
 
 
 def test_inpaint_keeps_the_observed_entries_and_the_box(box_fit):
@@ -260,7 +265,9 @@ def test_score_estimator_scores_are_the_chain_rule_of_the_mapped_fit():
         ]
     )
     csm = (0.5 * expected**2 + diag).sum(1)
-    np.testing.assert_allclose(-box.score_samples(X[:40]), csm, rtol=1e-5, atol=1e-5)
+    # rtol 1e-4: near the box's edge scores reach 1e4 and the central
+    # difference of predict errs by ~1e-5 relative there.
+    np.testing.assert_allclose(-box.score_samples(X[:40]), csm, rtol=1e-4, atol=1e-5)
 
 
 def test_pickle_round_trip_and_old_format(box_fit):

@@ -20,6 +20,7 @@ from sklearn.neighbors import KernelDensity
 from sklearn.preprocessing import StandardScaler
 
 from sklearn_arcsm import ARCSMDensity, ARCSMEnsemble
+from sklearn_arcsm._base import auto_batch_size
 
 __all__ = [
     "fit_arcsm",
@@ -73,13 +74,17 @@ def fit_flow(
     max_epochs=300,
     patience=15,
     lr=1e-3,
-    batch_size=256,
+    batch_size="auto",
 ):
     """A zuko MAF or NSF trained by maximum likelihood with early stopping.
 
     Data are standardized; 10 % of the rows are held out, training stops
     when their mean log-likelihood has not improved for ``patience`` epochs,
-    and the best weights are kept.
+    and the best weights are kept. ``batch_size="auto"`` is ARCSMDensity's
+    rule (:func:`sklearn_arcsm._base.auto_batch_size`), so that both get as
+    many optimizer steps per epoch on small tables: with a fixed 256 the
+    flows trailed by up to 5.6 nats per row on breast_cancer (427 training
+    rows).
     """
     import zuko
 
@@ -91,6 +96,8 @@ def fit_flow(
     perm = torch.randperm(len(Z), generator=gen)
     n_valid = len(Z) // 10
     valid, train = Z[perm[:n_valid]], Z[perm[n_valid:]]
+    if batch_size == "auto":
+        batch_size = auto_batch_size(len(train))
     torch.manual_seed(seed)
     D = Z.shape[1]
     if kind == "maf":
