@@ -81,8 +81,8 @@ class ARCSMOutlierDetector(OutlierMixin, BaseEstimator):
     AUROCs of 1.000, 0.992, 1.000, 0.922 and ``statistic="log_ratio"``
     1.000, 1.000, 1.000, 0.940. On three of scikit-learn's tables, one class
     against another (``benchmarks/bench_outliers_tabular.py``), the
-    log-density is ahead (breast_cancer 0.964 against 0.937; wine 0.970
-    against 0.959; iris 0.969 against 0.935), hence the default.
+    log-density is ahead (breast_cancer 0.957 against 0.918; wine 0.976
+    against 0.968; iris 0.958 against 0.928), hence the default.
 
     Examples
     --------
