@@ -28,15 +28,22 @@ from sklearn_arcsm.sampling import (
     inverse_cdf_sample,
 )
 
-# Rows per chunk at inference are chosen so that one (rows, D, nodes, K)
-# head tensor at the 129 nodes of the adaptive rule's second level holds
-# about this many elements (8 MiB of float32): small enough to stay in
-# cache, which measured 3 to 5 times faster than 2**23-element chunks.
-QUADRATURE_BUDGET = 2**21
-# Gradients run on chunks this many times the log-density's: the backward
-# pass keeps each refinement level of a chunk alive (a few hundred MiB at
-# most), and per-call overhead dominates smaller chunks.
-GRADIENT_CHUNK_FACTOR = 8
+# Conditionals (rows x D) per inference chunk. The score head works through
+# its own cache-sized blocks (ConditionalScoreHead.grid_scores), so the chunk
+# only sets how many conditionals share each float64 step of the quadrature
+# (energies, normalizers, convergence tests): small chunks pay torch's
+# per-operation overhead once per handful of rows. Measured on 2,000 rows of
+# the inference benchmark's fitted models (2 threads): at D = 16, 2,032
+# conditionals per chunk took 1.67 s and 8,128 took 1.42 s; at D = 64, 1,984
+# took 6.25 s and 8,128 took 4.59 s. (It was an element budget for the head's
+# (rows, D, nodes, width) tensor when the head still built one.) At 1,025
+# nodes, a chunk's float64 work tensors stay under about 70 MiB each.
+QUADRATURE_BUDGET = 2**13
+# Conditionals per chunk of the log-density's gradient: the backward pass
+# keeps every refinement level of a chunk alive, the head's activations
+# included (a few hundred MiB at most at this size), and per-call overhead
+# dominates much smaller chunks.
+GRADIENT_BUDGET = 2**12
 # MALA's proposals follow the gradient of the density under this fixed rule
 # (129 nodes: 6 times cheaper than the adaptive rule's gradient, within 2%
 # of it on fitted digits); the acceptance step uses the fitted rule, so the
@@ -196,10 +203,10 @@ class FittedModelMixin:
             log_det += self.bounds_.log_derivative(X).sum(dim=1).numpy()
         return log_det
 
-    def _rows_per_chunk(self) -> int:
-        width = self.module_.head.input_layer.out_features
-        per_row = self.n_features_in_ * 129 * width
-        return max(1, QUADRATURE_BUDGET // per_row)
+    def _rows_per_chunk(self, budget: int | None = None) -> int:
+        """Rows per chunk: ``budget`` conditionals (``QUADRATURE_BUDGET``)."""
+        budget = QUADRATURE_BUDGET if budget is None else budget
+        return max(1, budget // self.n_features_in_)
 
     def _log_density_standardized(self, Z: torch.Tensor) -> np.ndarray:
         """Per-sample log-density in standardized units, float64, chunked."""
@@ -227,7 +234,7 @@ class FittedModelMixin:
         module, head = self._inference_modules()
         sigma = self._final_sigma(Z)
         rule = self.quadrature_ if rule is None else rule
-        chunk = self._rows_per_chunk() * GRADIENT_CHUNK_FACTOR
+        chunk = self._rows_per_chunk(GRADIENT_BUDGET)
         parts = [
             restoration.log_density_gradient(
                 module, Z[i : i + chunk], sigma, rule, head
