@@ -204,8 +204,10 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         "hidden_layer_sizes": [StrOptions({"auto"}), "array-like"],
         "kernel_size": [Interval(Integral, 1, None, closed="left")],
         "context_size": [Interval(Integral, 1, None, closed="left")],
+        "score_head": [StrOptions({"mlp", "spline"})],
         "head_layer_sizes": ["array-like"],
         "n_frequencies": [Interval(Integral, 0, None, closed="left")],
+        "n_knots": [Interval(Integral, 2, None, closed="left")],
         "objective": [StrOptions({"auto", "csm", "nll", "csm+nll"})],
         "noise_levels": [None, "array-like", Interval(Real, 0, None, closed="neither")],
         "n_quadrature": [
@@ -248,8 +250,10 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         hidden_layer_sizes="auto",
         kernel_size=5,
         context_size=8,
+        score_head="mlp",
         head_layer_sizes=(32, 32),
         n_frequencies=6,
+        n_knots=96,
         objective="auto",
         noise_levels=None,
         n_quadrature="auto",
@@ -275,8 +279,10 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.kernel_size = kernel_size
         self.context_size = context_size
+        self.score_head = score_head
         self.head_layer_sizes = head_layer_sizes
         self.n_frequencies = n_frequencies
+        self.n_knots = n_knots
         self.objective = objective
         self.noise_levels = noise_levels
         self.n_quadrature = n_quadrature
@@ -627,6 +633,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             module__upper=torch.as_tensor(Z.max(axis=0) + WINDOW_PAD),
             module__tail_scale=TAIL_SCALE,
             module__n_frequencies=self.n_frequencies,
+            module__score_head=self.score_head,
+            module__n_knots=self.n_knots,
             module__backbone=self.backbone,
             module__image_shape=self._resolve_image_shape(n_features),
             module__kernel_size=self.kernel_size,
@@ -720,6 +728,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         # Estimators saved before kernel_size existed used no such parameter
         # (their PixelCNN, if any, is pickled with its module): the default.
         state.setdefault("kernel_size", 5)
+        # Estimators saved before the spline head existed use the MLP head.
+        state.setdefault("score_head", "mlp")
+        state.setdefault("n_knots", 96)
         state.setdefault("bounds", None)
         if "net_" in state:
             state.setdefault("bounds_", None)

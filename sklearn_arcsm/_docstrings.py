@@ -24,8 +24,10 @@ PARAMETER_ORDER = (
     "hidden_layer_sizes",
     "kernel_size",
     "context_size",
+    "score_head",
     "head_layer_sizes",
     "n_frequencies",
+    "n_knots",
     "objective",
     "noise_levels",
     "n_quadrature",
@@ -112,9 +114,20 @@ SHARED_PARAMETERS = {
     context_size : int, default=8
         Width of the context vector per dimension.
 """,
+    "score_head": """\
+    score_head : {"mlp", "spline"}, default="mlp"
+        The conditional score network shared by all dimensions. ``"mlp"``:
+        an MLP of Fourier features of ``x_d`` (``head_layer_sizes``,
+        ``n_frequencies``). ``"spline"``: a cubic spline of ``x_d`` on each
+        conditional's window, ``n_knots`` knots, coefficients linear in the
+        context (:class:`~sklearn_arcsm.nn.SplineScoreHead`); a score costs a
+        few multiply-adds instead of an MLP pass, so scoring, sampling and
+        the validation pass are several times faster.
+""",
     "head_layer_sizes": """\
     head_layer_sizes : tuple of int, default=(32, 32)
-        Hidden widths of the conditional score network.
+        Hidden widths of the conditional score network
+        (``score_head="mlp"``).
 """,
     "n_frequencies": """\
     n_frequencies : int, default=6
@@ -125,6 +138,11 @@ SHARED_PARAMETERS = {
         257 and scored up to 4.5 times faster, fitting as well or better;
         sharp, multi-modal ones fit worse (rings +0.06 and mixture +0.04
         nats of KL in the quality benchmark; see the user guide).
+""",
+    "n_knots": """\
+    n_knots : int, default=96
+        Knots of ``score_head="spline"`` on each window, ends included: the
+        spline's resolution is ``(window width) / (n_knots - 1)``.
 """,
     "batch_size": """\
     batch_size : "auto" or int, default="auto"

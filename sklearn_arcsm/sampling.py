@@ -140,7 +140,7 @@ def draw_dimension(
     n = uniform.shape[0]
     lower = model.lower[d].to(uniform.dtype).expand(n)
     upper = model.upper[d].to(uniform.dtype).expand(n)
-    dims = torch.zeros(n, dtype=torch.long, device=uniform.device)
+    dims = torch.full((n,), d, dtype=torch.long, device=uniform.device)
     score_fn = model.score_function(conditioning, sigma, head, dims=dims)
     # The quadrature lives in the conditional's window coordinates.
     if isinstance(rule, AdaptiveRule):

@@ -10,6 +10,7 @@ from sklearn_arcsm.nn.conv import GatedPixelCNN, MaskedConv2d, PixelCNN
 from sklearn_arcsm.nn.gaussian_made import GaussianMADE
 from sklearn_arcsm.nn.made import MADE, MaskedLinear, made_masks
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
+from sklearn_arcsm.nn.spline_head import SplineScoreHead
 
 __all__ = [
     "ARCSM",
@@ -22,6 +23,7 @@ __all__ = [
     "MaskedConv2d",
     "MaskedLinear",
     "PixelCNN",
+    "SplineScoreHead",
     "check_context_network",
     "made_masks",
 ]

@@ -42,6 +42,7 @@ from sklearn_arcsm.nn.conditional import ConditionalMADE
 from sklearn_arcsm.nn.conv import GatedPixelCNN
 from sklearn_arcsm.nn.made import MADE
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
+from sklearn_arcsm.nn.spline_head import SplineScoreHead
 
 __all__ = ["ARCSM", "check_context_network"]
 
@@ -106,6 +107,13 @@ class ARCSM(nn.Module):
     embedding : nn.Module, optional
         Embedding of the condition for the default conditional MADE (see
         :class:`~sklearn_arcsm.nn.ConditionalMADE`).
+    score_head : {"mlp", "spline"}, default="mlp"
+        ``"mlp"``: :class:`~sklearn_arcsm.nn.ConditionalScoreHead` with
+        ``head_sizes`` and ``n_frequencies``; ``"spline"``:
+        :class:`~sklearn_arcsm.nn.SplineScoreHead` with ``n_knots`` knots
+        on each window (``head_sizes`` and ``n_frequencies`` unused).
+    n_knots : int, default=96
+        Knots of the spline head.
     """
 
     def __init__(
@@ -125,6 +133,8 @@ class ARCSM(nn.Module):
         mixed_precision: str | None = None,
         n_conditions: int = 0,
         embedding: nn.Module | None = None,
+        score_head: str = "mlp",
+        n_knots: int = 96,
     ) -> None:
         super().__init__()
         if mixed_precision not in (None, "bf16"):
@@ -163,9 +173,16 @@ class ARCSM(nn.Module):
                 "backbone must be 'made', 'pixelcnn', an nn.Module or a callable "
                 f"that builds one; got {backbone!r}."
             )
-        self.head = ConditionalScoreHead(
-            n_features, context_size, head_sizes, n_frequencies
-        )
+        if score_head == "mlp":
+            self.head = ConditionalScoreHead(
+                n_features, context_size, head_sizes, n_frequencies
+            )
+        elif score_head == "spline":
+            self.head = SplineScoreHead(n_features, context_size, n_knots)
+        else:
+            raise ValueError(
+                f"score_head must be 'mlp' or 'spline'; got {score_head!r}."
+            )
         self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float32))
         self.register_buffer("upper", torch.as_tensor(upper, dtype=torch.float32))
         self.affine = None
@@ -322,12 +339,25 @@ class ARCSM(nn.Module):
         lower = self.lower if lower is None else lower
         upper = self.upper if upper is None else upper
         inside = torch.minimum(torch.maximum(v, lower), upper)
-        scores = self.head(bias, inside, sigma)
+        scores = self.head(bias, self.head_points(inside, lower, upper), sigma)
         # Outside the window, an outward-pointing edge score is cut to zero
         # (quadrature.tail_slopes): the tails always decay from the edge.
         outward = torch.where(v > upper, scores.clamp(max=0.0), scores.clamp(min=0.0))
         scores = torch.where((v > upper) | (v < lower), outward, scores)
         return scores - (v - inside) / self.tail_scale**2
+
+    def head_points(
+        self, v: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor
+    ) -> torch.Tensor:
+        """The head's input at window coordinates ``v`` (broadcast with the window).
+
+        ``v`` itself for the MLP head; for a window-relative head (the spline
+        head) the window ``[lower, upper]`` mapped onto ``[-1, 1]``, so that
+        every dimension's window gets the same resolution.
+        """
+        if not getattr(self.head, "window_relative", False):
+            return v
+        return (2.0 * v - (lower + upper)) / (upper - lower)
 
     def forward(
         self,
@@ -362,14 +392,18 @@ class ARCSM(nn.Module):
         """
         bias = self.unpack(conditioning)[0]
         grid = self.grid(rule).to(bias.dtype)
+        grid = self.head_points(grid, self.lower[:, None], self.upper[:, None])
         head = self.head if head is None else head
         if torch.is_grad_enabled():
             return _head_scores(head, bias[:, :, None, :], grid[None], sigma)
-        dtype = head.input_layer.weight.dtype
+        dtype = head_dtype(head)
         sigma = torch.as_tensor(sigma).to(dtype)
         features = head.input_features(grid.to(dtype), sigma)  # (D, G, K)
         n_rows, n_features = bias.shape[:2]
         grids = torch.arange(n_features, device=bias.device).repeat(n_rows)
+        if getattr(head, "window_relative", False):
+            # The same points of [-1, 1] in every window: one feature grid.
+            features, grids = features[:1], torch.zeros_like(grids)
         scores = head.grid_scores(features, grids, bias.flatten(0, 1).to(dtype), sigma)
         return scores.view(n_rows, n_features, -1)
 
@@ -465,7 +499,11 @@ class ARCSM(nn.Module):
             dimension are always asked for at the same points (the rules
             here place their nodes by the window, which depends on the
             dimension only). The head's input layer then runs once per
-            dimension instead of once per conditional.
+            dimension instead of once per conditional. Required by a
+            window-relative head (``score_head="spline"``), which reads
+            each conditional's window off it; without autograd such a head
+            evaluates its features once per call, since the rules' nodes
+            sit at the same relative points of every window.
 
         Returns
         -------
@@ -474,13 +512,28 @@ class ARCSM(nn.Module):
             scores ``(n, G)`` in the head's dtype.
         """
         head = self.head if head is None else head
-        dtype = head.input_layer.weight.dtype
+        dtype = head_dtype(head)
         bias = self.unpack(conditioning)[0].to(dtype)
         sigma = torch.as_tensor(sigma).to(dtype)
 
+        relative = getattr(head, "window_relative", False)
+        if dims is None and relative:
+            raise ValueError("a window-relative score head needs dims.")
+
         def score_fn(index: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-            points = points.to(dtype)
-            if dims is None:
+            if relative:
+                d = dims[index][:, None]
+                lower, upper = self.lower[d].to(points), self.upper[d].to(points)
+                if torch.is_grad_enabled():
+                    w = self.head_points(points, lower, upper).to(dtype)
+                    return head(bias[index][:, None, :], w, sigma)
+                # Every window's nodes map onto the same points of [-1, 1]:
+                # one feature grid serves all conditionals.
+                first = self.head_points(points[:1], lower[:1], upper[:1])
+                features = head.input_features(first.to(dtype), sigma)
+                grids = torch.zeros_like(index)
+            elif dims is None:
+                points = points.to(dtype)
                 features = head.input_features(points, sigma)
                 grids = torch.arange(len(index), device=index.device)
             else:
@@ -488,7 +541,7 @@ class ARCSM(nn.Module):
                 first = torch.empty_like(unique).scatter_(
                     0, grids, torch.arange(len(index), device=index.device)
                 )
-                features = head.input_features(points[first], sigma)
+                features = head.input_features(points[first].to(dtype), sigma)
             if not torch.is_grad_enabled():
                 return head.grid_scores(features, grids, bias[index], sigma)
             return head.from_features(features[grids], bias[index][:, None, :], sigma)
@@ -571,9 +624,14 @@ class ARCSM(nn.Module):
         return log_p - log_scale
 
 
+def head_dtype(head: nn.Module) -> torch.dtype:
+    """The dtype a score head evaluates in (that of its parameters)."""
+    return head.dimension_bias.dtype
+
+
 def _head_scores(head, bias, points, sigma):
-    """The head at window ``points`` (inside the window: no tail continuation)."""
-    dtype = head.input_layer.weight.dtype
+    """The head at its input ``points`` (inside the window: no tail continuation)."""
+    dtype = head_dtype(head)
     return head(bias.to(dtype), points.to(dtype), torch.as_tensor(sigma).to(dtype))
 
 
