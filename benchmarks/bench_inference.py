@@ -16,9 +16,12 @@ process, with the same threads:
 * ``score_samples`` on the test rows (NSF: ``log_prob``), with the default
   adaptive rule and with the previous default, Simpson's rule on 513 nodes;
 * ``sample`` by inverse CDF (NSF: ``sample``);
-* one training epoch.
+* one training epoch;
 
-A second table gives, for the fitted D = 16 model, the log-density error of
+and the same three for ``ARCSMDensity(score_head="spline")`` (a cubic-spline
+score head instead of the MLP; the "spline" columns).
+
+A second table gives, for the fitted D = 16 models, the log-density error of
 each quadrature setting against a 2049-node reference (max and mean over
 test rows, nats per row) and its scoring time.
 """
@@ -109,28 +112,45 @@ def _fit_nsf(X: np.ndarray, epochs: int):
     return flow, float(np.median(epoch_times))
 
 
+def _fit_arcsm(X: np.ndarray, epochs: int, score_head: str = "mlp"):
+    return ARCSMDensity(
+        score_head=score_head, max_epochs=epochs, early_stopping=False, random_state=0
+    ).fit(X)
+
+
+def _nodes_per_conditional(est, X_test: np.ndarray) -> float:
+    """Score evaluations per conditional of the fitted adaptive rule."""
+    stats = {}
+    module, head = est._inference_modules()
+    Z = est._standardize(X_test[:500])
+    sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
+    with torch.no_grad():
+        module.conditional_log_prob(Z, sigma, est.quadrature_, head, stats)
+    return stats["evaluations"] / Z.numel()
+
+
+def _epoch_seconds(est) -> float:
+    return float(np.median([row["dur"] for row in est.net_.history]))
+
+
 def speed_rows(config: InferenceConfig, log=print) -> list[dict]:
     rows = []
     for dim in config.dims:
         X = make_data(dim, config.n_train, seed=0)
         X_test = make_data(dim, config.n_test, seed=1)
-        est = ARCSMDensity(
-            max_epochs=config.arcsm_epochs, early_stopping=False, random_state=0
-        ).fit(X)
-        arcsm_epoch = float(np.median([row["dur"] for row in est.net_.history]))
+        est = _fit_arcsm(X, config.arcsm_epochs)
+        spline = _fit_arcsm(X, config.arcsm_epochs, "spline")
         flow, nsf_epoch = _fit_nsf(X, config.nsf_epochs)
         test = torch.as_tensor(X_test, dtype=torch.float32)
         with torch.no_grad():
             nsf_score, _ = _timed(lambda f=flow, t=test: f().log_prob(t), repeats=3)
             nsf_sample, _ = _timed(lambda f=flow: f().sample((config.n_sample,)), 3)
-        stats = {}
-        module, head = est._inference_modules()
-        Z = est._standardize(X_test[:500])
-        sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
-        with torch.no_grad():
-            module.conditional_log_prob(Z, sigma, est.quadrature_, head, stats)
         score, _ = _timed(lambda e=est, x=X_test: e.score_samples(x))
         sample, _ = _timed(lambda e=est: e.sample(config.n_sample, random_state=0))
+        spline_score, _ = _timed(lambda e=spline, x=X_test: e.score_samples(x))
+        spline_sample, _ = _timed(
+            lambda e=spline: e.sample(config.n_sample, random_state=0)
+        )
         adaptive = est.quadrature_
         est.quadrature_ = quadrature.simpson(256)  # the previous default rule
         simpson_score, _ = _timed(lambda e=est, x=X_test: e.score_samples(x))
@@ -141,13 +161,20 @@ def speed_rows(config: InferenceConfig, log=print) -> list[dict]:
             arcsm_score_s=score,
             score_ratio=score / nsf_score,
             simpson513_score_s=simpson_score,
-            nodes_per_conditional=stats["evaluations"] / Z.numel(),
+            nodes_per_conditional=_nodes_per_conditional(est, X_test),
             nsf_sample_s=nsf_sample,
             arcsm_sample_s=sample,
             sample_ratio=sample / nsf_sample,
             nsf_epoch_s=nsf_epoch,
-            arcsm_epoch_s=arcsm_epoch,
-            epoch_ratio=arcsm_epoch / nsf_epoch,
+            arcsm_epoch_s=_epoch_seconds(est),
+            epoch_ratio=_epoch_seconds(est) / nsf_epoch,
+            spline_score_s=spline_score,
+            spline_score_ratio=spline_score / nsf_score,
+            spline_nodes_per_conditional=_nodes_per_conditional(spline, X_test),
+            spline_sample_s=spline_sample,
+            spline_sample_ratio=spline_sample / nsf_sample,
+            spline_epoch_s=_epoch_seconds(spline),
+            spline_epoch_ratio=_epoch_seconds(spline) / nsf_epoch,
         )
         log(", ".join(f"{k}={v:.3g}" for k, v in row.items()))
         rows.append(row)
@@ -158,19 +185,30 @@ def error_rows(config: InferenceConfig, log=print) -> list[dict]:
     dim = config.error_dim
     X = make_data(dim, config.n_train, seed=0)
     X_test = make_data(dim, config.error_rows, seed=1)
-    est = ARCSMDensity(
-        max_epochs=config.arcsm_epochs, early_stopping=False, random_state=0
-    ).fit(X)
+    adaptive = AdaptiveRule(tol=QUADRATURE_TOL)
+    fixed = [(f"simpson {n} cells", quadrature.simpson(n)) for n in (64, 256)]
+    fixed += [
+        (f"chebyshev {n} panels", quadrature.chebyshev(n)) for n in (8, 16, 32, 64)
+    ]
+    rows = []
+    for score_head, settings in (
+        ("mlp", [("adaptive (default)", adaptive)] + fixed),
+        ("spline", [("adaptive, spline head", adaptive)]),
+    ):
+        rows += _error_rows(
+            _fit_arcsm(X, config.arcsm_epochs, score_head), X_test, settings, log
+        )
+    return rows
+
+
+def _error_rows(est, X_test, settings, log) -> list[dict]:
+    """Error of each ``(name, rule)`` against a 2049-node reference rule."""
+    dim = X_test.shape[1]
     module, head = est._inference_modules()
     Z = est._standardize(X_test)
     sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
     with torch.no_grad():
         reference = module.log_prob(Z, sigma, quadrature.chebyshev(128, 16))
-    settings = [("adaptive (default)", AdaptiveRule(tol=QUADRATURE_TOL))]
-    settings += [(f"simpson {n} cells", quadrature.simpson(n)) for n in (64, 256)]
-    settings += [
-        (f"chebyshev {n} panels", quadrature.chebyshev(n)) for n in (8, 16, 32, 64)
-    ]
     rows = []
     for name, rule in settings:
         stats = {}
@@ -213,6 +251,16 @@ SPEED_COLUMNS = [
     ("arcsm_epoch_s", "ARCSM epoch s", "{:.2f}"),
     ("epoch_ratio", "ratio", "{:.2f}x"),
 ]
+SPLINE_COLUMNS = [
+    ("D", "D", "{}"),
+    ("spline_score_s", "spline score s", "{:.3f}"),
+    ("spline_score_ratio", "ratio to NSF", "{:.1f}x"),
+    ("spline_nodes_per_conditional", "nodes/cond", "{:.0f}"),
+    ("spline_sample_s", "spline sample s", "{:.3f}"),
+    ("spline_sample_ratio", "ratio to NSF", "{:.1f}x"),
+    ("spline_epoch_s", "spline epoch s", "{:.2f}"),
+    ("spline_epoch_ratio", "ratio to NSF", "{:.2f}x"),
+]
 ERROR_COLUMNS = [
     ("D", "D", "{}"),
     ("rule", "rule", "{}"),
@@ -236,6 +284,8 @@ def main(argv=None) -> int:
     tables = (
         "## Speed (same process, same threads)\n\n"
         + markdown_table(speed, SPEED_COLUMNS)
+        + '\n\n## The spline score head (`score_head="spline"`), same run\n\n'
+        + markdown_table(speed, SPLINE_COLUMNS)
         + "\n\n## Quadrature error against a 2049-node reference\n\n"
         + markdown_table(errors, ERROR_COLUMNS)
     )

@@ -44,6 +44,8 @@ METHODS = {
     # Linear whitening in front of the model (ARCSMDensity's whiten).
     "arcsm_cholesky": lambda X, s, q: peers.fit_arcsm(X, s, q, whiten="cholesky"),
     "arcsm_pca": lambda X, s, q: peers.fit_arcsm(X, s, q, whiten="pca"),
+    # The cubic-spline score head instead of the MLP (ARCSMDensity's score_head).
+    "arcsm_spline": lambda X, s, q: peers.fit_arcsm(X, s, q, score_head="spline"),
     "gmm": peers.fit_gmm,
     "kde": peers.fit_kde,
     "maf": lambda X, s, q: peers.fit_flow(X, s, "maf", q),
