@@ -27,7 +27,9 @@ def _head(n_knots=9, n_features=3, context=2, seed=0):
 @given(n_knots=st.integers(2, 40), seed=st.integers(0, 2**16))
 def test_basis_is_a_partition_of_unity_with_four_nonzeros(n_knots, seed):
     head = SplineScoreHead(1, 1, n_knots).double()
-    w = torch.rand(257, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    w = torch.rand(
+        257, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
     w = torch.cat([2 * w - 1, torch.tensor([-1.0, 1.0], dtype=torch.float64)])
     phi = head.basis(w)
     assert phi.shape == (len(w), n_knots + 2)
@@ -141,7 +143,9 @@ def test_spline_conditionals_integrate_to_one():
 def test_spline_scores_are_the_derivative_of_the_log_density():
     model = _spline_arcsm([-3.0, -5.0, -2.0], [3.0, 4.0, 2.0])
     sigma = torch.tensor(0.2, dtype=torch.float64)
-    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(
+        6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
+    )
     x.requires_grad_(True)
     log_p = model.conditional_log_prob(x, sigma, 2048)
     for d in range(3):
@@ -165,8 +169,9 @@ def test_inverse_cdf_samples_follow_each_dimensions_own_window():
     x = torch.full((n, 2), 0.7, dtype=torch.float64)
     with torch.no_grad():
         conditioning = model.conditioner(x)[:, 1]
-        uniform = torch.rand(n, dtype=torch.float64,
-                             generator=torch.Generator().manual_seed(5))
+        uniform = torch.rand(
+            n, dtype=torch.float64, generator=torch.Generator().manual_seed(5)
+        )
         draws = draw_dimension(model, conditioning, 1, uniform, sigma, 256, None)
         t = torch.linspace(-40.0, 40.0, 16001, dtype=torch.float64)
         grid = torch.full((len(t), 2), 0.7, dtype=torch.float64)
@@ -206,7 +211,9 @@ def test_estimators_pickled_before_the_spline_head_load_with_the_mlp(moons):
     old = ARCSMDensity.__new__(ARCSMDensity)
     old.__setstate__(state)
     assert old.get_params()["score_head"] == "mlp"
-    np.testing.assert_allclose(old.score_samples(moons[:5]), est.score_samples(moons[:5]))
+    np.testing.assert_allclose(
+        old.score_samples(moons[:5]), est.score_samples(moons[:5])
+    )
     pickle.loads(pickle.dumps(old))
 
 
@@ -217,7 +224,9 @@ def test_adaptive_rule_gives_the_same_density_with_and_without_autograd():
 
     model = _spline_arcsm([-2.0, -7.0, -3.0], [3.0, 5.0, 1.0])
     sigma = torch.tensor(0.2, dtype=torch.float64)
-    x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(
+        5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4)
+    )
     rule = AdaptiveRule(tol=1e-8)
     with torch.no_grad():
         fast = model.conditional_log_prob(x, sigma, rule)
