@@ -27,6 +27,8 @@ def _public_estimators():
             # whitening is fitted state (whitening_) that inference reads
             for whiten in ("cholesky", "pca"):
                 yield obj(whiten=whiten, random_state=0, **CHEAP_PARAMS)
+            # the spline head reads each dimension's window at inference
+            yield obj(score_head="spline", n_knots=8, random_state=0, **CHEAP_PARAMS)
 
 
 # Each expected failure carries its reason; keep this table short.
