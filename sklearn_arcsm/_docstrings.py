@@ -120,9 +120,11 @@ SHARED_PARAMETERS = {
         an MLP of Fourier features of ``x_d`` (``head_layer_sizes``,
         ``n_frequencies``). ``"spline"``: a cubic spline of ``x_d`` on each
         conditional's window, ``n_knots`` knots, coefficients linear in the
-        context (:class:`~sklearn_arcsm.nn.SplineScoreHead`); a score costs a
-        few multiply-adds instead of an MLP pass, so scoring, sampling and
-        the validation pass are several times faster.
+        context (:class:`~sklearn_arcsm.nn.SplineScoreHead`). It fits data
+        with few distinct levels better (dequantized digits: -94.2 against
+        -97.4 nats per image held out), continuous and heavy-tailed tables
+        as well or worse, and needs more quadrature nodes per conditional
+        (see the user guide).
 """,
     "head_layer_sizes": """\
     head_layer_sizes : tuple of int, default=(32, 32)

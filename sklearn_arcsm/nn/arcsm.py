@@ -398,12 +398,12 @@ class ARCSM(nn.Module):
             return _head_scores(head, bias[:, :, None, :], grid[None], sigma)
         dtype = head_dtype(head)
         sigma = torch.as_tensor(sigma).to(dtype)
-        features = head.input_features(grid.to(dtype), sigma)  # (D, G, K)
         n_rows, n_features = bias.shape[:2]
         grids = torch.arange(n_features, device=bias.device).repeat(n_rows)
         if getattr(head, "window_relative", False):
             # The same points of [-1, 1] in every window: one feature grid.
-            features, grids = features[:1], torch.zeros_like(grids)
+            grid, grids = grid[:1], torch.zeros_like(grids)
+        features = head.input_features(grid.to(dtype), sigma)  # (D or 1, G, K)
         scores = head.grid_scores(features, grids, bias.flatten(0, 1).to(dtype), sigma)
         return scores.view(n_rows, n_features, -1)
 

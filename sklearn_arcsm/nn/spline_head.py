@@ -7,16 +7,19 @@ coefficients ``a_dk = A_k c_d + b_dk + log(sigma) (A'_k c_d + b'_dk)`` are
 linear in the context ``c_d``. Compared with :class:`ConditionalScoreHead`
 (an MLP of Fourier features of ``x_d``), a score at a quadrature node costs
 a dot product with the four B-splines that are nonzero there instead of a
-forward pass through a hidden layer, so scoring, sampling and the validation
-pass are several times cheaper; the score is still free-form between the
+forward pass through a hidden layer; but the spline's third derivative jumps
+at the knots, so the adaptive quadrature needs more nodes per conditional
+(548 to 769 against 257 on the inference benchmark), and scoring is not
+faster overall except at high ``D``. The score is free-form between the
 knots (any smooth 1-D log-density up to the knots' resolution), twice
 continuously differentiable as composite score matching needs, and its
 derivative in ``x_d`` is exact.
 
-The interface is the one :class:`~sklearn_arcsm.nn.ARCSM` uses for its
-heads (``context_bias``, ``input_features``, ``from_features``,
+The interface is the part of the heads' that :class:`~sklearn_arcsm.nn.ARCSM`
+uses for a window-relative head (``context_bias``, ``input_features``,
 ``grid_scores``, ``forward``); ``window_relative = True`` tells the module
-to hand it window-relative points ``w`` instead of window coordinates.
+to hand it window-relative points ``w`` instead of window coordinates, and
+to call ``forward`` wherever autograd is on.
 """
 
 from __future__ import annotations
@@ -106,13 +109,6 @@ class SplineScoreHead(nn.Module):
         phi = self.basis(w)
         log_sigma = torch.log(sigma).expand_as(w)[..., None]
         return torch.cat([phi, phi * log_sigma], dim=-1)
-
-    def from_features(
-        self, features: torch.Tensor, bias: torch.Tensor, sigma: torch.Tensor
-    ) -> torch.Tensor:
-        """Scores from :meth:`input_features` and coefficients (broadcast)."""
-        sigma = torch.as_tensor(sigma, dtype=features.dtype, device=features.device)
-        return (features * bias).sum(dim=-1) / sigma
 
     @torch.no_grad()
     def grid_scores(
