@@ -34,6 +34,7 @@ from sklearn_arcsm._skorch import TRAIN_LIKELIHOOD_CELLS, CSMNet, FiniteLossGuar
 from sklearn_arcsm.adaptive import AdaptiveRule
 from sklearn_arcsm.bounds import BoxBounds
 from sklearn_arcsm.callbacks import EstimatorCheckpoint
+from sklearn_arcsm.knot_quadrature import KnotRule
 from sklearn_arcsm.nn import ARCSM
 
 # Window margin and Gaussian tail width, in standardized units: the model's
@@ -330,15 +331,22 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                 )
         return device
 
-    def _resolve_quadrature(self) -> quadrature.PanelRule | AdaptiveRule:
+    def _resolve_quadrature(self) -> quadrature.PanelRule | AdaptiveRule | KnotRule:
         if self.n_quadrature == "auto":
+            if self.score_head == "spline":
+                # Closed-form energies, Gauss-Legendre per knot interval.
+                return KnotRule()
             return AdaptiveRule(tol=QUADRATURE_TOL)
         return quadrature.chebyshev(int(self.n_quadrature), QUADRATURE_ORDER)
 
-    def _train_cells(self) -> int:
+    def _train_cells(self) -> int | KnotRule:
         # A fixed rule of n Chebyshev panels of order 8 has as many nodes as
         # 4 n Simpson cells: the training term gets no more than that.
         if self.n_quadrature == "auto":
+            if self.score_head == "spline":
+                # The knot rule is exact and cheap: train on it too, with no
+                # coarse grid for the likelihood to exploit.
+                return KnotRule()
             return TRAIN_LIKELIHOOD_CELLS
         return min(TRAIN_LIKELIHOOD_CELLS, 4 * int(self.n_quadrature))
 

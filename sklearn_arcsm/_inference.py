@@ -21,6 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from sklearn_arcsm import quadrature, restoration
+from sklearn_arcsm.knot_quadrature import KnotRule
 from sklearn_arcsm.nn import ARCSM
 from sklearn_arcsm.sampling import (
     annealed_langevin_sample,
@@ -243,6 +244,12 @@ class FittedModelMixin:
         ]
         return torch.cat(parts) if parts else torch.zeros_like(Z)
 
+    def _proposal_rule(self):
+        """The rule MALA's proposals differentiate (see ``MALA_PROPOSAL_RULE``)."""
+        if isinstance(self.quadrature_, KnotRule):
+            return self.quadrature_  # exact and cheaper than any fixed grid
+        return MALA_PROPOSAL_RULE
+
     def _final_sigma(self, Z: torch.Tensor) -> torch.Tensor:
         return torch.tensor(self.noise_levels_[-1], dtype=Z.dtype, device=Z.device)
 
@@ -265,7 +272,7 @@ class FittedModelMixin:
             chain &= ~restoration.missing_after_observed(missing)
 
         def grad(z):
-            return self._log_density_gradient_standardized(z, MALA_PROPOSAL_RULE)
+            return self._log_density_gradient_standardized(z, self._proposal_rule())
 
         return _mala_rows(
             self._log_density_tensor, grad, filled, missing, chain, n_steps, generator
@@ -310,7 +317,7 @@ class FittedModelMixin:
         def grad(s):
             z = whitening.forward(s)
             return whitening.pullback(
-                self._log_density_gradient_standardized(z, MALA_PROPOSAL_RULE)
+                self._log_density_gradient_standardized(z, self._proposal_rule())
             )
 
         S = _mala_rows(log_density, grad, S, missing, chain, n_steps, generator)

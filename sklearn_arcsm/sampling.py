@@ -13,6 +13,7 @@ import torch
 
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.adaptive import AdaptiveRule
+from sklearn_arcsm.knot_quadrature import KnotRule
 
 __all__ = [
     "annealed_langevin_sample",
@@ -140,6 +141,10 @@ def draw_dimension(
     n = uniform.shape[0]
     lower = model.lower[d].to(uniform.dtype).expand(n)
     upper = model.upper[d].to(uniform.dtype).expand(n)
+    if isinstance(rule, KnotRule):
+        coef = model.spline_coefficients(conditioning, sigma).to(uniform.dtype)
+        v = rule.inverse_cdf(uniform, coef, lower, upper, model.tail_scale)
+        return model.from_window(conditioning, v)
     dims = torch.full((n,), d, dtype=torch.long, device=uniform.device)
     score_fn = model.score_function(conditioning, sigma, head, dims=dims)
     # The quadrature lives in the conditional's window coordinates.

@@ -38,6 +38,7 @@ from torch import nn
 
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.adaptive import AdaptiveRule
+from sklearn_arcsm.knot_quadrature import KnotRule
 from sklearn_arcsm.nn.conditional import ConditionalMADE
 from sklearn_arcsm.nn.conv import GatedPixelCNN
 from sklearn_arcsm.nn.made import MADE
@@ -411,7 +412,7 @@ class ARCSM(nn.Module):
         self,
         x: torch.Tensor,
         sigma: torch.Tensor,
-        rule: quadrature.PanelRule | AdaptiveRule | int,
+        rule: quadrature.PanelRule | AdaptiveRule | KnotRule | int,
         head: nn.Module | None = None,
         condition: torch.Tensor | None = None,
     ) -> torch.Tensor:
@@ -420,10 +421,13 @@ class ARCSM(nn.Module):
         ``log p(x) = sum_d [E_d(x_d) - log Z_d(x_<d)]`` (MATH.md section 4),
         with each 1-D integral done by ``rule``: a fixed
         :class:`~sklearn_arcsm.quadrature.PanelRule` (an integer: that many
-        Simpson cells) or an :class:`~sklearn_arcsm.adaptive.AdaptiveRule`
-        that refines each conditional to its tolerance. ``head`` (default:
+        Simpson cells), an :class:`~sklearn_arcsm.adaptive.AdaptiveRule`
+        that refines each conditional to its tolerance, or, for the spline
+        head, a :class:`~sklearn_arcsm.knot_quadrature.KnotRule` (closed-form
+        energies, Gauss-Legendre per knot interval). ``head`` (default:
         the module's own) evaluates the scores, for instance a float32 copy
-        for fast inference; the quadrature runs in the dtype of ``x``.
+        for fast inference (a knot rule reads the module's own coefficients,
+        in the dtype of ``x``); the quadrature runs in the dtype of ``x``.
         A conditional model (``n_conditions > 0``) gives ``log p(x | condition)``.
         """
         return self.conditional_log_prob(x, sigma, rule, head, condition=condition).sum(
@@ -448,7 +452,16 @@ class ARCSM(nn.Module):
         conditioning = self.conditioner(x, condition)
         v, log_scale = self.to_window(conditioning, x)
         lower, upper = self.lower.to(x.dtype), self.upper.to(x.dtype)
-        if isinstance(rule, AdaptiveRule):
+        if isinstance(rule, KnotRule):
+            n_rows, n_features = x.shape
+            log_p = rule.log_density(
+                v.reshape(-1),
+                self.spline_coefficients(conditioning, sigma).flatten(0, 1),
+                lower.repeat(n_rows),
+                upper.repeat(n_rows),
+                self.tail_scale,
+            ).view(n_rows, n_features)
+        elif isinstance(rule, AdaptiveRule):
             n_rows, n_features = x.shape
             dims = torch.arange(n_features, device=x.device).repeat(n_rows)
             score_fn = self.score_function(
@@ -476,6 +489,23 @@ class ARCSM(nn.Module):
                 v, scores.to(x.dtype), lower, upper, self.tail_scale
             )
         return log_p - log_scale  # Jacobian of v = (x - m) / a
+
+    def spline_coefficients(
+        self, conditioning: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """Spline coefficients ``(..., K)`` of the conditionals' window scores.
+
+        Only for the spline head (what a
+        :class:`~sklearn_arcsm.knot_quadrature.KnotRule` integrates); in the
+        dtype of ``conditioning``.
+        """
+        if not hasattr(self.head, "coefficients"):
+            raise ValueError(
+                "the knot rule (KnotRule) integrates spline scores; this model's "
+                "score head is not a spline (use score_head='spline', or an "
+                "adaptive or panel rule)."
+            )
+        return self.head.coefficients(self.unpack(conditioning)[0], sigma)
 
     def score_function(
         self,
@@ -598,6 +628,10 @@ class ARCSM(nn.Module):
         v, log_scale = self.to_window(conditioning, x[rows, dims])
         lower = self.lower.to(x.dtype)[dims]
         upper = self.upper.to(x.dtype)[dims]
+        if isinstance(rule, KnotRule):
+            # Exact up to the Gauss-Legendre error: no grid to shift.
+            coef = self.spline_coefficients(conditioning, sigma)
+            return rule.log_density(v, coef, lower, upper, self.tail_scale) - log_scale
         if isinstance(rule, AdaptiveRule):
             if shift is not None:
                 raise ValueError("an adaptive rule has no grid to shift.")

@@ -71,6 +71,18 @@ class SplineScoreHead(nn.Module):
         offset = self.dimension_bias if d is None else self.dimension_bias[d]
         return self.context_layer(context) + offset
 
+    def coefficients(self, bias: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The score's spline coefficients at noise level ``sigma``: ``(..., K)``.
+
+        ``s(w) = sum_k coef_k B_k(w)``, with ``bias`` ``(..., 2 n_basis)``
+        from :meth:`context_bias` (the two blocks folded at ``log sigma``
+        and divided by ``sigma``); what :class:`~sklearn_arcsm.knot_quadrature.KnotRule`
+        integrates in closed form.
+        """
+        sigma = torch.as_tensor(sigma, dtype=bias.dtype, device=bias.device)
+        k = self.n_basis
+        return torch.addcmul(bias[..., :k], bias[..., k:], torch.log(sigma)) / sigma
+
     def _local(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The four nonzero B-splines at ``w`` and their indices, ``w.shape + (4,)``."""
         intervals = self.n_knots - 1
