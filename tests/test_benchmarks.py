@@ -57,6 +57,7 @@ def test_inference_benchmark_quick_mode_writes_its_tables(tmp_path):
     assert "| 4 | chebyshev 8 panels |" in stdout
     # the spline head's speed table and its error row, from the same run
     assert "spline score s" in table and "adaptive, spline head" in table
+    assert "knot rule, spline head" in table
     payload = json.loads((tmp_path / "inference.json").read_text())
     assert all(row["spline_score_s"] > 0 for row in payload["speed"])
     assert (tmp_path / "inference.json").stat().st_size > 0
