@@ -218,7 +218,10 @@ def error_rows(config: InferenceConfig, log=print) -> list[dict]:
         ("mlp", [("adaptive (default)", adaptive)] + fixed),
         (
             "spline",
-            [("knot rule, spline head", KnotRule()), ("adaptive, spline head", adaptive)],
+            [
+                ("knot rule, spline head", KnotRule()),
+                ("adaptive, spline head", adaptive),
+            ],
         ),
     ):
         rows += _error_rows(
@@ -242,9 +245,9 @@ def _error_rows(est, X_test, settings, log) -> list[dict]:
     for name, rule in settings:
         with torch.no_grad():
             seconds, log_p = _timed(
-                lambda rule=rule: module.conditional_log_prob(
-                    Z, sigma, rule, head
-                ).sum(-1)
+                lambda rule=rule: module.conditional_log_prob(Z, sigma, rule, head).sum(
+                    -1
+                )
             )
         error = (log_p - reference).abs()
         nodes = _rule_nodes(module, Z, sigma, rule, head)

@@ -58,9 +58,13 @@ SHARED_PARAMETERS = {
         conditional separately, on 16 Chebyshev panels whose order doubles
         from 4 to 64 (65 to 1025 score evaluations), until its estimated
         error is below 1e-5 nats; measured error per row on fitted models:
-        at most 6e-6 nats (digits, 64-D). An integer ``n``: a fixed rule of
-        ``n`` Chebyshev panels of order 8 (``8 n + 1`` evaluations per
-        conditional). The resolved rule is ``quadrature_``.
+        at most 6e-6 nats (digits, 64-D). With ``score_head="spline"``,
+        ``"auto"`` is the knot rule instead
+        (:class:`~sklearn_arcsm.knot_quadrature.KnotRule`: closed-form
+        energies, 4 to 32 Gauss-Legendre nodes per knot interval, no score
+        evaluations), which also trains the likelihood term. An integer
+        ``n``: a fixed rule of ``n`` Chebyshev panels of order 8 (``8 n +
+        1`` evaluations per conditional). The resolved rule is ``quadrature_``.
 """,
     "backbone": """\
     backbone : {"made", "pixelcnn"} or callable, default="made"
@@ -123,8 +127,9 @@ SHARED_PARAMETERS = {
         context (:class:`~sklearn_arcsm.nn.SplineScoreHead`). It fits data
         with few distinct levels better (dequantized digits: -94.2 against
         -97.4 nats per image held out), continuous and heavy-tailed tables
-        as well or worse, and needs more quadrature nodes per conditional
-        (see the user guide).
+        as well or worse, and, integrated by its exact knot rule, scores
+        rows 6 to 9 times faster than the MLP head and trains an epoch
+        faster (see the user guide).
 """,
     "head_layer_sizes": """\
     head_layer_sizes : tuple of int, default=(32, 32)
@@ -294,7 +299,7 @@ SHARED_ATTRIBUTES = {
         Resolved training objective.
 """,
     "quadrature_": """\
-    quadrature_ : AdaptiveRule or PanelRule
+    quadrature_ : AdaptiveRule, KnotRule or PanelRule
         The quadrature rule that ``score_samples`` and ``sample`` use,
         resolved from ``n_quadrature`` at fit time (later changes of
         ``n_quadrature`` apply at the next fit).

@@ -31,6 +31,7 @@ import torch
 
 from sklearn_arcsm import quadrature
 from sklearn_arcsm.adaptive import AdaptiveRule
+from sklearn_arcsm.knot_quadrature import KnotRule
 
 __all__ = [
     "log_density_gradient",
@@ -49,7 +50,7 @@ def log_density_gradient(
     model: torch.nn.Module,
     x: torch.Tensor,
     sigma: torch.Tensor,
-    rule: quadrature.PanelRule | AdaptiveRule | int,
+    rule: quadrature.PanelRule | AdaptiveRule | KnotRule | int,
     head: torch.nn.Module | None = None,
     condition: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,7 +63,7 @@ def log_density_gradient(
         Points, in the model's standardized units; not modified.
     sigma : torch.Tensor
         Noise level of the density (the model's smallest).
-    rule : PanelRule, AdaptiveRule or int
+    rule : PanelRule, AdaptiveRule, KnotRule or int
         Quadrature rule of the log-density (see ``ARCSM.log_prob``); the
         gradient is that of the density this rule computes.
     head : torch.nn.Module, optional

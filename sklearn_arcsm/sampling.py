@@ -28,7 +28,7 @@ def inverse_cdf_sample(
     model: torch.nn.Module,
     n_samples: int,
     sigma: torch.Tensor,
-    rule: quadrature.PanelRule | AdaptiveRule | int,
+    rule: quadrature.PanelRule | AdaptiveRule | KnotRule | int,
     generator: torch.Generator | None = None,
     head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
@@ -42,9 +42,10 @@ def inverse_cdf_sample(
         Number of samples.
     sigma : torch.Tensor
         Noise level whose density is sampled (the model's smallest).
-    rule : PanelRule, AdaptiveRule or int
+    rule : PanelRule, AdaptiveRule, KnotRule or int
         Quadrature rule per dimension (an integer: that many Simpson cells);
-        an adaptive rule refines each conditional of each sample.
+        an adaptive rule refines each conditional of each sample; a knot
+        rule (spline head only) inverts the CDF of the exact spline energy.
     generator : torch.Generator, optional
     head : torch.nn.Module, optional
         Evaluates the scores (default: the model's own head), for instance a
@@ -67,7 +68,7 @@ def autoregressive_fill(
     x: torch.Tensor,
     missing: torch.Tensor,
     sigma: torch.Tensor,
-    rule: quadrature.PanelRule | AdaptiveRule | int,
+    rule: quadrature.PanelRule | AdaptiveRule | KnotRule | int,
     generator: torch.Generator | None = None,
     head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
@@ -116,7 +117,7 @@ def draw_dimension(
     d: int,
     uniform: torch.Tensor,
     sigma: torch.Tensor,
-    rule: quadrature.PanelRule | AdaptiveRule | int,
+    rule: quadrature.PanelRule | AdaptiveRule | KnotRule | int,
     head: torch.nn.Module | None = None,
 ) -> torch.Tensor:
     """Invert the CDF of ``p(x_d | x_<d)`` at ``uniform``, one value per row.

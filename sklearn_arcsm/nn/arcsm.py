@@ -438,7 +438,7 @@ class ARCSM(nn.Module):
         self,
         x: torch.Tensor,
         sigma: torch.Tensor,
-        rule: quadrature.PanelRule | AdaptiveRule | int,
+        rule: quadrature.PanelRule | AdaptiveRule | KnotRule | int,
         head: nn.Module | None = None,
         stats: dict | None = None,
         condition: torch.Tensor | None = None,
@@ -600,10 +600,11 @@ class ARCSM(nn.Module):
         dims : torch.LongTensor of shape (batch,)
         sigma : torch.Tensor
             Noise level of the density.
-        rule : PanelRule, AdaptiveRule or int
+        rule : PanelRule, AdaptiveRule, KnotRule or int
             Quadrature rule over the window (an integer: that many Simpson
             cells); an adaptive rule evaluates in float64 and returns the
-            dtype of ``x``.
+            dtype of ``x``; a knot rule (spline head only) is exact up to
+            its Gauss-Legendre error and ignores ``shift``.
         shift : torch.Tensor of shape (batch,), optional
             Fractions of a panel in ``[0, 1)``. Each row's grid then starts
             ``shift`` panels below the window and spans one extra panel, so a
