@@ -222,15 +222,8 @@ class KnotRule:
         Exact for the log-linear interpolation of the exact energy on
         :meth:`fine_energy`'s grid, with the exact Gaussian tails.
         """
-        slope_lo, slope_hi = self.tail_slopes(coef)
-        return quadrature._loglinear_inverse_cdf(
-            uniform,
-            self.fine_energy(coef, lower, upper),
-            slope_lo,
-            slope_hi,
-            lower,
-            upper,
-            tail_scale,
+        return self._loglinear(
+            quadrature._loglinear_inverse_cdf, uniform, coef, lower, upper, tail_scale
         )
 
     def cdf(
@@ -242,16 +235,15 @@ class KnotRule:
         tail_scale: float,
     ) -> torch.Tensor:
         """CDF at ``v`` of the density :meth:`inverse_cdf` draws from: ``(N,)``."""
-        slope_lo, slope_hi = self.tail_slopes(coef)
-        return quadrature._loglinear_cdf(
-            v,
-            self.fine_energy(coef, lower, upper),
-            slope_lo,
-            slope_hi,
-            lower,
-            upper,
-            tail_scale,
+        return self._loglinear(
+            quadrature._loglinear_cdf, v, coef, lower, upper, tail_scale
         )
+
+    def _loglinear(self, function, values, coef, lower, upper, tail_scale):
+        """``function`` of :mod:`~sklearn_arcsm.quadrature` on :meth:`fine_energy`."""
+        slope_lo, slope_hi = self.tail_slopes(coef)
+        energy = self.fine_energy(coef, lower, upper)
+        return function(values, energy, slope_lo, slope_hi, lower, upper, tail_scale)
 
 
 def _node_counts(slope: torch.Tensor) -> torch.Tensor:

@@ -70,6 +70,19 @@ def test_log_normalizer_matches_a_brute_force_integral_of_the_head(scale):
     torch.testing.assert_close(log_z, reference, rtol=0, atol=2e-7)
 
 
+def _energy_on(points, coef, energy, lower, upper):
+    """``RULE.energy_at`` on a grid ``(N, G)``: row ``i`` of conditional ``i``."""
+    n = points.shape[1]
+    return RULE.energy_at(
+        points.flatten(),
+        coef.repeat_interleave(n, 0),
+        energy.repeat_interleave(n, 0),
+        lower.repeat_interleave(n),
+        upper.repeat_interleave(n),
+        1.0,
+    ).view_as(points)
+
+
 def test_energy_is_the_exact_antiderivative_of_the_head_scores():
     n_knots = 10
     coef = _coefficients(3, n_knots, 2.0)
@@ -83,15 +96,7 @@ def test_energy_is_the_exact_antiderivative_of_the_head_scores():
         ]
     )
     v = v.to(torch.float64).requires_grad_(True)
-    n = v.shape[1]
-    e = RULE.energy_at(
-        v.flatten(),
-        coef.repeat_interleave(n, 0),
-        energy.repeat_interleave(n, 0),
-        lower.repeat_interleave(n),
-        upper.repeat_interleave(n),
-        1.0,
-    ).view_as(v)
+    e = _energy_on(v, coef, energy, lower, upper)
     (grad,) = torch.autograd.grad(e.sum(), v)
     inside = v.detach().clamp(lower[:, None], upper[:, None])
     scores = _head_scores(coef, inside, lower, upper, n_knots)
@@ -107,14 +112,7 @@ def test_energy_is_the_exact_antiderivative_of_the_head_scores():
     knots = lower[:, None] + (upper - lower)[:, None] * torch.linspace(
         0, 1, n_knots, dtype=torch.float64
     )
-    at_knots = RULE.energy_at(
-        knots.flatten(),
-        coef.repeat_interleave(n_knots, 0),
-        energy.repeat_interleave(n_knots, 0),
-        lower.repeat_interleave(n_knots),
-        upper.repeat_interleave(n_knots),
-        1.0,
-    ).view_as(knots)
+    at_knots = _energy_on(knots, coef, energy, lower, upper)
     torch.testing.assert_close(at_knots, energy, rtol=0, atol=1e-12)
     assert torch.all(energy[:, 0] == 0)
 
