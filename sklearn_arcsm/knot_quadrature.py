@@ -60,7 +60,7 @@ from sklearn_arcsm import quadrature
 __all__ = ["KnotRule"]
 
 # Nodes per knot interval, and the largest slope bound L (energy change per
-# interval) each serves, from the Gauss-Legendre error table in the module
+# interval) each serves, from the worst-case calibration in the module
 # docstring; the last level takes every steeper conditional.
 _NODES = (4, 8, 16, 32)
 _MAX_SLOPE = (0.5, 8.0, 32.0)
