@@ -342,11 +342,12 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     def _train_cells(self) -> int | KnotRule:
         # A fixed rule of n Chebyshev panels of order 8 has as many nodes as
         # 4 n Simpson cells: the training term gets no more than that.
+        rule = self._resolve_quadrature()
+        if isinstance(rule, KnotRule):
+            # The knot rule is exact and cheap: train on it too, with no
+            # coarse grid for the likelihood to exploit.
+            return rule
         if self.n_quadrature == "auto":
-            if self.score_head == "spline":
-                # The knot rule is exact and cheap: train on it too, with no
-                # coarse grid for the likelihood to exploit.
-                return KnotRule()
             return TRAIN_LIKELIHOOD_CELLS
         return min(TRAIN_LIKELIHOOD_CELLS, 4 * int(self.n_quadrature))
 

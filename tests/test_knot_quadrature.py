@@ -250,17 +250,22 @@ def test_knot_rule_needs_a_spline_head():
         model.log_prob(torch.zeros(3, 2), torch.tensor(0.1), RULE)
 
 
+def _fit_spline(X, n_knots, max_epochs):
+    """A small spline-head ARCSMDensity with ``n_quadrature="auto"``: the knot rule."""
+    return ARCSMDensity(
+        score_head="spline",
+        n_knots=n_knots,
+        max_epochs=max_epochs,
+        hidden_layer_sizes=(16,),
+        random_state=0,
+    ).fit(X)
+
+
 def test_spline_estimator_scores_trains_and_samples_with_the_knot_rule():
     X = np.random.default_rng(0).standard_normal((300, 3)) @ np.array(
         [[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.2]]
     )
-    est = ARCSMDensity(
-        score_head="spline",
-        n_knots=24,
-        max_epochs=4,
-        hidden_layer_sizes=(16,),
-        random_state=0,
-    ).fit(X)
+    est = _fit_spline(X, n_knots=24, max_epochs=4)
     assert isinstance(est.quadrature_, KnotRule)
     assert isinstance(est.net_.train_cells, KnotRule)  # the training likelihood
     assert est._proposal_rule() is est.quadrature_  # MALA's proposals too
@@ -286,13 +291,7 @@ def test_knot_rule_gradients_and_inpainting_on_a_fitted_spline_model():
     # follow the knot rule's gradient, keeps the observed entries.
     X = np.random.default_rng(1).standard_normal((200, 3))
     X[:, 1] += X[:, 0] ** 2
-    est = ARCSMDensity(
-        score_head="spline",
-        n_knots=16,
-        max_epochs=3,
-        hidden_layer_sizes=(16,),
-        random_state=0,
-    ).fit(X)
+    est = _fit_spline(X, n_knots=16, max_epochs=3)
     x = X[:5]
     grad = est.log_density_gradient(x)
     eps = 1e-5

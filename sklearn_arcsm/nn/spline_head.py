@@ -7,10 +7,13 @@ coefficients ``a_dk = A_k c_d + b_dk + log(sigma) (A'_k c_d + b'_dk)`` are
 linear in the context ``c_d``. Compared with :class:`ConditionalScoreHead`
 (an MLP of Fourier features of ``x_d``), a score at a quadrature node costs
 a dot product with the four B-splines that are nonzero there instead of a
-forward pass through a hidden layer; but the spline's third derivative jumps
-at the knots, so the adaptive quadrature needs more nodes per conditional
-(548 to 769 against 257 on the inference benchmark), and scoring is not
-faster overall except at high ``D``. The score is free-form between the
+forward pass through a hidden layer, and the energy (the score's integral)
+is a closed-form quartic on every knot interval, which
+:class:`~sklearn_arcsm.knot_quadrature.KnotRule` integrates without
+evaluating the head at its nodes at all (:meth:`coefficients`; the generic
+adaptive rule, which cannot see the knots, needs 548 to 769 head
+evaluations per conditional here, since the spline's third derivative jumps
+at the knots). The score is free-form between the
 knots (any smooth 1-D log-density up to the knots' resolution), twice
 continuously differentiable as composite score matching needs, and its
 derivative in ``x_d`` is exact.
@@ -134,8 +137,8 @@ class SplineScoreHead(nn.Module):
 
         One matrix product per grid: the conditionals of grid ``g`` times
         its B-splines (``sigma`` is one scalar here, so each conditional's
-        two coefficient blocks fold into one first). Shapes as in
-        :meth:`ConditionalScoreHead.grid_scores
+        two coefficient blocks fold into one first, by
+        :meth:`coefficients`). Shapes as in :meth:`ConditionalScoreHead.grid_scores
         <sklearn_arcsm.nn.score_head.ConditionalScoreHead.grid_scores>`:
         ``features`` (n_grids, G, F) from :meth:`input_features`, ``grids``
         (n,), ``bias`` (n, F); returns (n, G).
@@ -144,10 +147,8 @@ class SplineScoreHead(nn.Module):
         out = features.new_empty(n, features.shape[1])
         if n == 0:
             return out
-        k = self.n_basis
-        sigma = torch.as_tensor(sigma, dtype=out.dtype, device=out.device)
-        coef = torch.addcmul(bias[:, :k], bias[:, k:], torch.log(sigma))
-        phi = features[..., :k]
+        coef = self.coefficients(bias, sigma)
+        phi = features[..., : self.n_basis]
         if phi.shape[0] == 1:
             torch.mm(coef, phi[0].T, out=out)
         else:
@@ -158,7 +159,7 @@ class SplineScoreHead(nn.Module):
                 rows = order[start : start + count]
                 out[rows] = coef[rows] @ phi[g].T
                 start += count
-        return out.div_(sigma)
+        return out
 
     def forward(
         self, bias: torch.Tensor, w: torch.Tensor, sigma: torch.Tensor
