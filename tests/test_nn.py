@@ -369,6 +369,23 @@ def test_dimension_log_prob_picks_entries_of_conditional_log_prob():
     torch.testing.assert_close(picked, full[torch.arange(6), dims])
 
 
+@pytest.mark.parametrize("rule", [32, "adaptive"])
+def test_dimension_log_prob_scores_several_terms_per_row(rule):
+    # ``rows`` lets one call score any (row, dimension) pairs, repeated rows
+    # included, as the training and validation likelihood terms do.
+    from sklearn_arcsm.adaptive import AdaptiveRule
+
+    rule = AdaptiveRule() if rule == "adaptive" else rule
+    model = _arcsm()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    sigma = torch.tensor(0.2, dtype=torch.float64)
+    rows = torch.tensor([2, 0, 1, 2, 0, 2, 1])
+    dims = torch.tensor([0, 3, 1, 2, 0, 3, 1])
+    full = model.conditional_log_prob(x, sigma, rule)
+    picked = model.dimension_log_prob(x, dims, sigma, rule, rows=rows)
+    torch.testing.assert_close(picked, full[rows, dims])
+
+
 def test_shifted_grid_log_prob_agrees_with_the_inference_grid():
     model = _arcsm()
     x = torch.randn(5, 4, dtype=torch.float64)

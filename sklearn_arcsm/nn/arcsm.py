@@ -587,8 +587,9 @@ class ARCSM(nn.Module):
         shift: torch.Tensor | None = None,
         conditioning: torch.Tensor | None = None,
         condition: torch.Tensor | None = None,
+        rows: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``log p(x_d | x_<d)`` for one dimension ``d = dims[i]`` per row.
+        """``log p(x_d | x_<d)`` of row ``rows[i]`` at dimension ``d = dims[i]``.
 
         Differentiable in the parameters, so it can serve as a training
         objective: ``D * dimension_log_prob`` with ``d`` uniform is an
@@ -597,7 +598,8 @@ class ARCSM(nn.Module):
         Parameters
         ----------
         x : torch.Tensor of shape (batch, D)
-        dims : torch.LongTensor of shape (batch,)
+        dims : torch.LongTensor of shape (m,)
+            The dimension of each term (``m = batch`` without ``rows``).
         sigma : torch.Tensor
             Noise level of the density.
         rule : PanelRule, AdaptiveRule, KnotRule or int
@@ -605,7 +607,7 @@ class ARCSM(nn.Module):
             cells); an adaptive rule evaluates in float64 and returns the
             dtype of ``x``; a knot rule (spline head only) is exact up to
             its Gauss-Legendre error and ignores ``shift``.
-        shift : torch.Tensor of shape (batch,), optional
+        shift : torch.Tensor of shape (m,), optional
             Fractions of a panel in ``[0, 1)``. Each row's grid then starts
             ``shift`` panels below the window and spans one extra panel, so a
             coarse training grid cannot be exploited by spikes between its
@@ -616,12 +618,18 @@ class ARCSM(nn.Module):
             ``dims``, so several calls on the same ``x`` can share it).
         condition : torch.Tensor of shape (batch, n_conditions), optional
             For a conditional model, when ``conditioning`` is not given.
+        rows : torch.LongTensor of shape (m,), optional
+            The row of ``x`` each term scores; default ``arange(batch)``, one
+            term per row. Several dimensions of the same rows in one call
+            share the quadrature's operations: one pass over ``m``
+            conditionals instead of one per dimension.
 
         Returns
         -------
-        log_p : torch.Tensor of shape (batch,)
+        log_p : torch.Tensor of shape (m,)
         """
-        rows = torch.arange(x.shape[0], device=x.device)
+        if rows is None:
+            rows = torch.arange(x.shape[0], device=x.device)
         if conditioning is None:
             conditioning = self.conditioner(x, condition)
         conditioning = conditioning[rows, dims]  # (batch, C)
