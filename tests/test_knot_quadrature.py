@@ -223,6 +223,10 @@ def _spline_model(n_features=3, n_knots=12, seed=0):
     with torch.no_grad():
         model.head.dimension_bias.normal_(0.0, 2.0)
         model.head.context_layer.weight.normal_()
+        # A location and scale that move with the context, so that the
+        # affine layer is exercised too.
+        model.affine.weight.normal_(0.0, 0.3)
+        model.affine.bias.normal_(0.0, 0.3)
     return model.eval()
 
 

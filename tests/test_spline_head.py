@@ -93,6 +93,17 @@ def test_scores_depend_on_sigma_through_the_log_sigma_coefficients():
         torch.testing.assert_close(head(bias, w, sigma), expected / sigma)
 
 
+def test_context_coefficients_fold_sigma_into_the_weights():
+    # The knot rule's scoring path takes coefficients straight from the
+    # contexts; they must be the head's coefficients of its context biases.
+    head = _head()
+    context = torch.randn(5, 3, 2, dtype=torch.float64)
+    for sigma in (0.1, 1.0, 3.0):
+        sigma = torch.tensor(sigma, dtype=torch.float64)
+        expected = head.coefficients(head.context_bias(context), sigma)
+        torch.testing.assert_close(head.context_coefficients(context, sigma), expected)
+
+
 def _spline_arcsm(lower, upper, seed=1):
     torch.manual_seed(seed)
     n_features = len(lower)

@@ -86,6 +86,23 @@ class SplineScoreHead(nn.Module):
         k = self.n_basis
         return torch.addcmul(bias[..., :k], bias[..., k:], torch.log(sigma)) / sigma
 
+    def context_coefficients(
+        self, context: torch.Tensor, sigma: torch.Tensor
+    ) -> torch.Tensor:
+        """``coefficients(context_bias(context), sigma)`` for contexts ``(..., D, H)``.
+
+        The same coefficients ``(..., D, K)`` with ``sigma`` folded into the
+        weights first (``(K, H)`` and ``(D, K)``, not the ``(..., D, 2K)``
+        biases): half the matrix product, and no per-conditional fold.
+        """
+        k = self.n_basis
+        weight, offset = self.context_layer.weight, self.dimension_bias
+        sigma = torch.as_tensor(sigma, dtype=weight.dtype, device=weight.device)
+        log_sigma = torch.log(sigma)
+        weight = torch.addcmul(weight[:k], weight[k:], log_sigma) / sigma
+        offset = torch.addcmul(offset[:, :k], offset[:, k:], log_sigma) / sigma
+        return torch.matmul(context, weight.T) + offset
+
     def _local(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The four nonzero B-splines at ``w`` and their indices, ``w.shape + (4,)``."""
         intervals = self.n_knots - 1
