@@ -34,10 +34,13 @@ was 3e-7 nats for 4 nodes at ``L = 0.5``, 3e-8 for 8 nodes at ``L = 8`` and
 re-checks the worst case).
 
 The tails beyond the window are the Gaussian tails of
-:mod:`sklearn_arcsm.quadrature` (closed form). Sampling inverts the CDF of
-the log-linear interpolation of the exact energy on a knot-aligned sub-grid
-of at least :data:`~sklearn_arcsm.quadrature.SAMPLING_CELLS` cells, as the
-panel rules do.
+:mod:`sklearn_arcsm.quadrature` (closed form). Sampling draws the knot
+interval (or tail) with its exact mass (the Gauss-Legendre integrals of the
+normalizer), then inverts, within that interval only, the CDF of the
+log-linear interpolation of the exact energy on equal sub-cells (at least
+:data:`~sklearn_arcsm.quadrature.SAMPLING_CELLS` across the window, as the
+panel rules use): the CDF is exact at every knot, and a draw builds one
+interval's sub-grid instead of the whole window's.
 
 Every function takes the spline coefficients ``coef`` of shape ``(N, K)``
 (``K`` = number of B-splines, from
@@ -120,25 +123,45 @@ class KnotRule:
         """
         if energy is None:
             energy = self.knot_energies(coef, lower, upper)
+        inside = self._by_level(_log_inside_mass, coef, energy, lower, upper)
+        low, high = self._log_tail_masses(coef, energy, tail_scale)
+        return torch.logsumexp(torch.stack([inside, low, high]), dim=0)
+
+    def _by_level(self, function, coef, energy, lower, upper):
+        """``function(coef, energy, h, m, slope)`` with each conditional's ``m`` nodes.
+
+        Conditionals are grouped by their number of nodes per interval
+        (:meth:`node_counts`); the results come back in the input's order.
+        """
         h = _width(coef, lower, upper)
         slope = self.slope_bounds(coef, lower, upper)
         counts = _node_counts(slope)
         first = int(counts[0]) if len(counts) else _NODES[0]
         if bool((counts == first).all()):  # the common case: one level
-            inside = _log_inside_mass(coef, energy, h, first, slope)
-        else:
-            parts, order = [], []
-            for m in torch.unique(counts).tolist():
-                rows = torch.nonzero(counts == m).flatten()
-                parts.append(
-                    _log_inside_mass(coef[rows], energy[rows], h[rows], m, slope[rows])
-                )
-                order.append(rows)
-            inside = torch.cat(parts)[torch.argsort(torch.cat(order))]
+            return function(coef, energy, h, first, slope)
+        parts, order = [], []
+        for m in torch.unique(counts).tolist():
+            rows = torch.nonzero(counts == m).flatten()
+            parts.append(function(coef[rows], energy[rows], h[rows], m, slope[rows]))
+            order.append(rows)
+        return torch.cat(parts)[torch.argsort(torch.cat(order))]
+
+    def _log_tail_masses(self, coef, energy, tail_scale):
+        """Unnormalized log-masses of the tails below and above the window: ``(N,)``."""
         slope_lo, slope_hi = self.tail_slopes(coef)
         low = quadrature.log_gaussian_tail(slope_lo, tail_scale)
         high = energy[:, -1] + quadrature.log_gaussian_tail(slope_hi, tail_scale)
-        return torch.logsumexp(torch.stack([inside, low, high]), dim=0)
+        return low, high
+
+    def _segment_masses(self, coef, energy, lower, upper, tail_scale):
+        """Normalized masses of (low tail, intervals..., high tail): ``(N, I + 2)``.
+
+        Each interval's mass is its Gauss-Legendre integral, as in
+        :meth:`log_normalizer`.
+        """
+        inner = self._by_level(_log_interval_masses, coef, energy, lower, upper)
+        low, high = self._log_tail_masses(coef, energy, tail_scale)
+        return torch.softmax(torch.cat([low[:, None], inner, high[:, None]], -1), -1)
 
     @staticmethod
     def tail_slopes(coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,20 +218,6 @@ class KnotRule:
         log_z = self.log_normalizer(coef, lower, upper, tail_scale, energy)
         return self.energy_at(v, coef, energy, lower, upper, tail_scale) - log_z
 
-    def fine_energy(self, coef: torch.Tensor, lower, upper) -> torch.Tensor:
-        """Exact energy on a uniform knot-aligned sub-grid: ``(N, n_cells + 1)``.
-
-        At least :data:`~sklearn_arcsm.quadrature.SAMPLING_CELLS` cells, a
-        whole number per knot interval.
-        """
-        energy = self.knot_energies(coef, lower, upper)
-        h = _width(coef, lower, upper)
-        n_intervals = coef.shape[-1] - 3
-        sub = -(-quadrature.SAMPLING_CELLS // n_intervals)
-        t = torch.arange(sub, dtype=coef.dtype, device=coef.device) / sub
-        fine = _interval_energies(coef, energy, h, _beta(t).T).transpose(1, 2)
-        return torch.cat([fine.flatten(1), energy[:, -1:]], dim=-1)
-
     def inverse_cdf(
         self,
         uniform: torch.Tensor,
@@ -219,11 +228,37 @@ class KnotRule:
     ) -> torch.Tensor:
         """Draws ``v`` of shape ``(N,)`` at probabilities ``uniform`` ``(N,)``.
 
-        Exact for the log-linear interpolation of the exact energy on
-        :meth:`fine_energy`'s grid, with the exact Gaussian tails.
+        In two stages. The knot interval (or tail) is drawn with its exact
+        mass, the Gauss-Legendre integrals of :meth:`log_normalizer`; within
+        the interval the draw inverts the log-linear interpolation of the
+        exact energy on ``_sub_cells(I)`` equal cells (about
+        :data:`~sklearn_arcsm.quadrature.SAMPLING_CELLS` across the window),
+        and in the tails the exact truncated Gaussians. Only the drawn
+        interval's sub-grid is built, not the whole window's.
         """
-        return self._loglinear(
-            quadrature._loglinear_inverse_cdf, uniform, coef, lower, upper, tail_scale
+        energy = self.knot_energies(coef, lower, upper)
+        masses = self._segment_masses(coef, energy, lower, upper, tail_scale)
+        segment, within = quadrature._pick_segment(uniform, masses)
+        n_intervals = coef.shape[-1] - 3
+        interval = (segment - 1).clamp(0, n_intervals - 1)
+        sub = _sub_cells(n_intervals)
+        cells = _sub_energies(coef, energy, lower, upper, interval, sub)
+        cell_masses = torch.softmax(quadrature._log_cell_masses(cells, _ONE), dim=-1)
+        cell, fraction = quadrature._pick_segment(within, cell_masses)
+        offset = cell + quadrature._loglinear_cell_fraction(fraction, cells, cell)
+        h = _width(coef, lower, upper)
+        inside = lower + h * (interval + offset / sub)
+        slope_lo, slope_hi = self.tail_slopes(coef)
+        return quadrature._with_tail_draws(
+            segment,
+            within,
+            inside,
+            masses.shape[-1],
+            slope_lo,
+            slope_hi,
+            lower,
+            upper,
+            tail_scale,
         )
 
     def cdf(
@@ -234,16 +269,51 @@ class KnotRule:
         upper: torch.Tensor,
         tail_scale: float,
     ) -> torch.Tensor:
-        """CDF at ``v`` of the density :meth:`inverse_cdf` draws from: ``(N,)``."""
-        return self._loglinear(
-            quadrature._loglinear_cdf, v, coef, lower, upper, tail_scale
+        """CDF at ``v`` of the density :meth:`inverse_cdf` draws from: ``(N,)``.
+
+        Exact (up to the Gauss-Legendre error) at every knot.
+        """
+        energy = self.knot_energies(coef, lower, upper)
+        masses = self._segment_masses(coef, energy, lower, upper, tail_scale)
+        n_intervals = coef.shape[-1] - 3
+        h = _width(coef, lower, upper)
+        position = ((v - lower) / h).clamp(0.0, float(n_intervals))
+        interval = torch.nan_to_num(position, nan=0.0).floor()
+        interval = interval.clamp(max=n_intervals - 1).long()
+        sub = _sub_cells(n_intervals)
+        cells = _sub_energies(coef, energy, lower, upper, interval, sub)
+        cell_masses = torch.softmax(quadrature._log_cell_masses(cells, _ONE), dim=-1)
+        within = quadrature._loglinear_cells_cdf(
+            (position - interval) * sub, cells, cell_masses, 0.0
+        )
+        before = torch.cumsum(masses, dim=-1) - masses
+        index = interval[:, None] + 1  # segment 0 is the low tail
+        inside = (
+            before.gather(-1, index).squeeze(-1)
+            + masses.gather(-1, index).squeeze(-1) * within
+        )
+        slope_lo, slope_hi = self.tail_slopes(coef)
+        return quadrature._with_tail_cdf(
+            v, inside, masses, slope_lo, slope_hi, lower, upper, tail_scale
         )
 
-    def _loglinear(self, function, values, coef, lower, upper, tail_scale):
-        """``function`` of :mod:`~sklearn_arcsm.quadrature` on :meth:`fine_energy`."""
-        slope_lo, slope_hi = self.tail_slopes(coef)
-        energy = self.fine_energy(coef, lower, upper)
-        return function(values, energy, slope_lo, slope_hi, lower, upper, tail_scale)
+
+# Cell width for quadrature._log_cell_masses on sub-grids measured in cells.
+_ONE = torch.ones(())
+
+
+def _sub_cells(n_intervals: int) -> int:
+    """Sampling cells per knot interval: SAMPLING_CELLS across the window at least."""
+    return -(-quadrature.SAMPLING_CELLS // n_intervals)
+
+
+def _sub_energies(coef, energy, lower, upper, interval, sub):
+    """Exact energy at ``sub + 1`` even points of ``interval``: ``(N, sub + 1)``."""
+    h = _width(coef, lower, upper)
+    t = torch.arange(sub + 1, dtype=coef.dtype, device=coef.device) / sub
+    c = coef.gather(-1, interval[:, None] + torch.arange(4, device=coef.device))
+    start = energy.gather(-1, interval[:, None])
+    return start + h[:, None] * (c @ _beta(t).T)
 
 
 def _node_counts(slope: torch.Tensor) -> torch.Tensor:
@@ -305,8 +375,8 @@ def _interval_energies(coef, energy, h, beta):
     return out
 
 
-def _log_inside_mass(coef, energy, h, m, slope):
-    """``log int_lower^upper exp(E)`` by ``m`` nodes per knot interval: ``(n,)``.
+def _node_exponentials(coef, energy, h, m, slope):
+    """``exp(E - shift)`` at ``m`` nodes per interval ``(n, m, I)``, shift, weights.
 
     ``slope`` ``(n,)`` bounds the energy's change within any interval, so no
     node lies above ``max_j E_j + slope``: that shift replaces logsumexp's
@@ -322,5 +392,18 @@ def _log_inside_mass(coef, energy, h, m, slope):
     else:
         shift = energy.detach().amax(dim=-1) + slope
         nodes = _interval_energies(coef, energy - shift[:, None], h, beta)
-    mass = nodes.exp_().sum(dim=-1) @ weights  # (n,)
+    return nodes.exp_(), shift, weights
+
+
+def _log_inside_mass(coef, energy, h, m, slope):
+    """``log int_lower^upper exp(E)`` by ``m`` nodes per knot interval: ``(n,)``."""
+    nodes, shift, weights = _node_exponentials(coef, energy, h, m, slope)
+    mass = nodes.sum(dim=-1) @ weights  # (n,)
     return torch.log(mass) + shift + torch.log(h)
+
+
+def _log_interval_masses(coef, energy, h, m, slope):
+    """``log`` of every knot interval's integral of ``exp(E)``: ``(n, I)``."""
+    nodes, shift, weights = _node_exponentials(coef, energy, h, m, slope)
+    mass = (weights[:, None] * nodes).sum(dim=-2)  # (n, I)
+    return torch.log(mass) + (shift + torch.log(h))[:, None]

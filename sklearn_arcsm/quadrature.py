@@ -526,18 +526,36 @@ def _loglinear_cdf(x, energy, slope_lo, slope_hi, lower, upper, tail_scale):
     n_points = energy.shape[-1]
     width = (upper - lower) / (n_points - 1)
     position = ((x - lower) / width).clamp(0.0, float(n_points - 1))
-    cell = torch.nan_to_num(position, nan=0.0).floor().clamp(max=n_points - 2)
+    inside = _loglinear_cells_cdf(position, energy, masses[..., 1:-1], masses[..., 0])
+    return _with_tail_cdf(
+        x, inside, masses, slope_lo, slope_hi, lower, upper, tail_scale
+    )
+
+
+def _loglinear_cells_cdf(position, energy, masses, start):
+    """Mass left of ``position`` (in cells) of log-linear cells, plus ``start``.
+
+    ``energy`` (..., N + 1) at the cells' ends, ``masses`` (..., N) their
+    masses; ``position`` in ``[0, N]``.
+    """
+    n_cells = masses.shape[-1]
+    cell = torch.nan_to_num(position, nan=0.0).floor().clamp(0, n_cells - 1)
     frac = position - cell
     idx = cell.long()[..., None]
-    before = torch.cumsum(masses, dim=-1) - masses  # mass left of each segment
+    before = torch.cumsum(masses, dim=-1) - masses  # mass left of each cell
     e0 = energy.gather(-1, idx).squeeze(-1)
     e1 = energy.gather(-1, idx + 1).squeeze(-1)
-    seg = idx + 1  # segment 0 is the low tail
     partial = _partial_cell_fraction(e1 - e0, frac)
-    inside = (
-        before.gather(-1, seg).squeeze(-1)
-        + masses.gather(-1, seg).squeeze(-1) * partial
-    )
+    mass = masses.gather(-1, idx).squeeze(-1)
+    return start + before.gather(-1, idx).squeeze(-1) + mass * partial
+
+
+def _with_tail_cdf(x, inside, masses, slope_lo, slope_hi, lower, upper, tail_scale):
+    """``inside`` within the window; the Gaussian tails' CDF beyond it.
+
+    ``masses`` (..., S) are the normalized segment masses, low tail first and
+    high tail last.
+    """
     # Tails: the density is a truncated Gaussian with mean mu = slope * rho**2.
     rho = tail_scale
     above = (x - upper).clamp(min=0.0)
@@ -552,29 +570,61 @@ def _loglinear_inverse_cdf(
 ):
     """Inverse of :func:`_loglinear_cdf`, exact for that piecewise density."""
     masses = _segment_masses(energy, slope_lo, slope_hi, lower, upper, tail_scale)
+    segment, within = _pick_segment(uniform, masses)
+    n_points = energy.shape[-1]
+    width = (upper - lower) / (n_points - 1)
+    cell = (segment - 1).clamp(0, n_points - 2)
+    inside = lower + width * (cell + _loglinear_cell_fraction(within, energy, cell))
+    return _with_tail_draws(
+        segment,
+        within,
+        inside,
+        masses.shape[-1],
+        slope_lo,
+        slope_hi,
+        lower,
+        upper,
+        tail_scale,
+    )
+
+
+def _pick_segment(uniform, masses):
+    """The segment (..., ) where the cumulative ``masses`` pass ``uniform``.
+
+    Returns the segment's index and the fraction of its mass left of
+    ``uniform``, in ``[0, 1]``.
+    """
     cumulative = torch.cumsum(masses, dim=-1)
     segment = torch.searchsorted(cumulative, uniform[..., None].contiguous()).clamp(
         max=masses.shape[-1] - 1
     )
     before = (cumulative.gather(-1, segment) - masses.gather(-1, segment)).squeeze(-1)
     mass = masses.gather(-1, segment).squeeze(-1)
-    segment = segment.squeeze(-1)
-    within = ((uniform - before) / mass.clamp(min=torch.finfo(mass.dtype).tiny)).clamp(
-        0.0, 1.0
-    )
+    tiny = torch.finfo(mass.dtype).tiny
+    within = ((uniform - before) / mass.clamp(min=tiny)).clamp(0.0, 1.0)
+    return segment.squeeze(-1), within
 
-    n_points = energy.shape[-1]
-    width = (upper - lower) / (n_points - 1)
-    cell = (segment - 1).clamp(0, n_points - 2)
+
+def _loglinear_cell_fraction(within, energy, cell):
+    """Where in log-linear ``cell`` the fraction ``within`` of its mass lies (0..1)."""
     e0 = energy.gather(-1, cell[..., None]).squeeze(-1)
     e1 = energy.gather(-1, cell[..., None] + 1).squeeze(-1)
     delta = e1 - e0
     small, safe = _split_small(delta)
     frac = torch.where(small, within, torch.log1p(within * torch.expm1(safe)) / safe)
-    inside = lower + width * (cell + frac.clamp(0.0, 1.0))
+    return frac.clamp(0.0, 1.0)
 
+
+def _with_tail_draws(
+    segment, within, inside, n_segments, slope_lo, slope_hi, lower, upper, tail_scale
+):
+    """``inside`` for window segments; draws from the Gaussian tails otherwise.
+
+    Segment 0 is the low tail and ``n_segments - 1`` the high tail;
+    ``within`` is the fraction of the segment's mass left of the draw.
+    """
     rho = tail_scale
-    tiny = torch.finfo(uniform.dtype).tiny
+    tiny = torch.finfo(within.dtype).tiny
     # Upper tail: t = mu - rho * ndtri(w * ndtr(mu / rho)), w = 1 - within.
     mu_hi = slope_hi * rho**2
     w_hi = ((1.0 - within) * torch.special.ndtr(mu_hi / rho)).clamp(min=tiny)
@@ -582,7 +632,7 @@ def _loglinear_inverse_cdf(
     mu_lo = slope_lo * rho**2
     w_lo = (within * torch.special.ndtr(mu_lo / rho)).clamp(min=tiny)
     low = lower - (mu_lo - rho * torch.special.ndtri(w_lo)).clamp(min=0.0)
-    last = masses.shape[-1] - 1
+    last = n_segments - 1
     return torch.where(segment == 0, low, torch.where(segment == last, high, inside))
 
 
