@@ -243,9 +243,7 @@ class KnotRule:
         interval = (segment - 1).clamp(0, n_intervals - 1)
         sub = _sub_cells(n_intervals)
         cells = _sub_energies(coef, energy, lower, upper, interval, sub)
-        cell_masses = torch.softmax(quadrature._log_cell_masses(cells, _ONE), dim=-1)
-        cell, fraction = quadrature._pick_segment(within, cell_masses)
-        offset = cell + quadrature._loglinear_cell_fraction(fraction, cells, cell)
+        offset = quadrature._sub_grid_inverse(within, cells)
         h = _width(coef, lower, upper)
         inside = lower + h * (interval + offset / sub)
         slope_lo, slope_hi = self.tail_slopes(coef)
@@ -282,10 +280,7 @@ class KnotRule:
         interval = interval.clamp(max=n_intervals - 1).long()
         sub = _sub_cells(n_intervals)
         cells = _sub_energies(coef, energy, lower, upper, interval, sub)
-        cell_masses = torch.softmax(quadrature._log_cell_masses(cells, _ONE), dim=-1)
-        within = quadrature._loglinear_cells_cdf(
-            (position - interval) * sub, cells, cell_masses, 0.0
-        )
+        within = quadrature._sub_grid_cdf((position - interval) * sub, cells)
         before = torch.cumsum(masses, dim=-1) - masses
         index = interval[:, None] + 1  # segment 0 is the low tail
         inside = (
@@ -296,10 +291,6 @@ class KnotRule:
         return quadrature._with_tail_cdf(
             v, inside, masses, slope_lo, slope_hi, lower, upper, tail_scale
         )
-
-
-# Cell width for quadrature._log_cell_masses on sub-grids measured in cells.
-_ONE = torch.ones(())
 
 
 def _sub_cells(n_intervals: int) -> int:

@@ -330,8 +330,26 @@ class PanelRule:
         The piecewise-exponential density that :meth:`inverse_cdf` samples
         exactly.
         """
-        energy = self.fine_energy(scores, lower, upper)
-        return _loglinear_cdf(x, energy, *tail_slopes(scores), lower, upper, tail_scale)
+        slopes = tail_slopes(scores)
+        if self.nodes == "uniform":
+            energy = self.fine_energy(scores, lower, upper)
+            return _loglinear_cdf(x, energy, *slopes, lower, upper, tail_scale)
+        energy = self.energy(scores, lower, upper)
+        masses = self._segment_masses(energy, scores, lower, upper, tail_scale)
+        h = (upper - lower) / self.n_panels
+        position = ((x - lower) / h).clamp(0.0, float(self.n_panels))
+        panel = torch.nan_to_num(position, nan=0.0).floor()
+        panel = panel.clamp(max=self.n_panels - 1).long()
+        sub = self.sub_cells()
+        cells = self._sub_energies(scores, energy, lower, upper, panel, sub)
+        within = _sub_grid_cdf((position - panel) * sub, cells)
+        before = torch.cumsum(masses, dim=-1) - masses
+        index = panel[..., None] + 1  # segment 0 is the low tail
+        inside = (
+            before.gather(-1, index).squeeze(-1)
+            + masses.gather(-1, index).squeeze(-1) * within
+        )
+        return _with_tail_cdf(x, inside, masses, *slopes, lower, upper, tail_scale)
 
     def inverse_cdf(
         self,
@@ -343,10 +361,17 @@ class PanelRule:
     ) -> torch.Tensor:
         """Map ``uniform`` draws in ``(0, 1)`` to exact draws of the 1-D density.
 
-        The density sampled is the log-linear interpolation of the energy on
-        the sub-grid of :meth:`fine_energy` plus the exact Gaussian tails; its
-        difference from the density of :meth:`log_density` is of the order of
-        the sub-grid's interpolation error.
+        Chebyshev panels: in two stages. The panel (or tail) is drawn with
+        its quadrature mass, the terms of :meth:`log_normalizer`; within the
+        panel, the draw inverts the log-linear interpolation of the energy
+        on the :meth:`sub_cells` equal cells of that panel alone (the
+        panel's interpolating antiderivative, no further score
+        evaluations), and in the tails the exact truncated Gaussians. The
+        CDF is thus the quadrature's at every panel end. Uniform nodes
+        (Simpson) invert the log-linear interpolation of the energy at the
+        nodes themselves, across the window. The difference from the
+        density of :meth:`log_density` is of the order of the quadrature and
+        sub-grid interpolation errors.
 
         Parameters
         ----------
@@ -359,10 +384,60 @@ class PanelRule:
         -------
         samples : torch.Tensor of shape (...)
         """
-        energy = self.fine_energy(scores, lower, upper)
-        return _loglinear_inverse_cdf(
-            uniform, energy, *tail_slopes(scores), lower, upper, tail_scale
+        slopes = tail_slopes(scores)
+        if self.nodes == "uniform":
+            energy = self.fine_energy(scores, lower, upper)
+            return _loglinear_inverse_cdf(
+                uniform, energy, *slopes, lower, upper, tail_scale
+            )
+        energy = self.energy(scores, lower, upper)
+        masses = self._segment_masses(energy, scores, lower, upper, tail_scale)
+        segment, within = _pick_segment(uniform, masses)
+        panel = (segment - 1).clamp(0, self.n_panels - 1)
+        sub = self.sub_cells()
+        cells = self._sub_energies(scores, energy, lower, upper, panel, sub)
+        h = (upper - lower) / self.n_panels
+        inside = lower + h * (panel + _sub_grid_inverse(within, cells) / sub)
+        return _with_tail_draws(
+            segment,
+            within,
+            inside,
+            masses.shape[-1],
+            *slopes,
+            lower,
+            upper,
+            tail_scale,
         )
+
+    def _segment_masses(self, energy, scores, lower, upper, tail_scale):
+        """Normalized masses of (low tail, panels..., high tail): ``(..., P + 2)``.
+
+        Each panel's mass is its term of :meth:`log_normalizer`.
+        """
+        mats = _matrices(self.order, self.nodes, energy.dtype, energy.device)
+        h = (upper - lower) / self.n_panels
+        panels = torch.logsumexp(self.panels(energy) + mats.log_weights, dim=-1)
+        slope_lo, slope_hi = tail_slopes(scores)
+        low = energy[..., :1] + log_gaussian_tail(slope_lo, tail_scale)[..., None]
+        high = energy[..., -1:] + log_gaussian_tail(slope_hi, tail_scale)[..., None]
+        log_masses = torch.cat([low, panels + torch.log(h)[..., None], high], dim=-1)
+        return torch.softmax(log_masses, dim=-1)
+
+    def _sub_energies(self, scores, energy, lower, upper, panel, sub):
+        """Energy at ``sub + 1`` even points of each ``panel``: ``(..., sub + 1)``.
+
+        From the panel's interpolating antiderivative, as :meth:`fine_energy`.
+        """
+        mats = _matrices(self.order, self.nodes, scores.dtype, scores.device)
+        y = torch.linspace(-1.0, 1.0, sub + 1, dtype=scores.dtype, device=scores.device)
+        at_sub = _chebyshev_basis(y, self.order + 2) @ mats.antiderivative
+        index = panel[..., None] * self.order + torch.arange(
+            self.order + 1, device=panel.device
+        )
+        node_scores = scores.gather(-1, index)  # (..., order + 1)
+        start = energy.gather(-1, index[..., :1])
+        h = ((upper - lower) / self.n_panels)[..., None]
+        return start + h * (node_scores @ at_sub.T)
 
 
 def simpson(n_cells: int) -> PanelRule:
@@ -489,8 +564,11 @@ def _split_small(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return small, torch.where(small, torch.ones_like(delta), delta)
 
 
-def _log_cell_masses(energy: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-    """Log-mass of each cell under log-linear interpolation of ``E``."""
+def _log_cell_masses(energy: torch.Tensor, width: torch.Tensor | None) -> torch.Tensor:
+    """Log-mass of each cell under log-linear interpolation of ``E``.
+
+    ``width`` None: cells of unit width.
+    """
     e0, e1 = energy[..., :-1], energy[..., 1:]
     delta = e1 - e0
     # log((exp(delta) - 1) / delta), stable for delta near 0 and of any sign:
@@ -501,6 +579,8 @@ def _log_cell_masses(energy: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
     size = safe.abs()
     log_ratio = safe.clamp(min=0.0) + torch.log(-torch.expm1(-size) / size)
     log_ratio = torch.where(small, delta / 2.0, log_ratio)
+    if width is None:
+        return e0 + log_ratio
     return e0 + log_ratio + torch.log(width)[..., None]
 
 
@@ -634,6 +714,23 @@ def _with_tail_draws(
     low = lower - (mu_lo - rho * torch.special.ndtri(w_lo)).clamp(min=0.0)
     last = n_segments - 1
     return torch.where(segment == 0, low, torch.where(segment == last, high, inside))
+
+
+def _sub_grid_inverse(within: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+    """Where the log-linear CDF over the cells of ``energy`` reaches ``within``.
+
+    ``energy`` (..., S + 1) at the ends of ``S`` equal cells; returns the
+    position in cells, in ``[0, S]``.
+    """
+    masses = torch.softmax(_log_cell_masses(energy, None), dim=-1)
+    cell, fraction = _pick_segment(within, masses)
+    return cell + _loglinear_cell_fraction(fraction, energy, cell)
+
+
+def _sub_grid_cdf(position: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_sub_grid_inverse`: the CDF at ``position`` in ``[0, S]``."""
+    masses = torch.softmax(_log_cell_masses(energy, None), dim=-1)
+    return _loglinear_cells_cdf(position, energy, masses, 0.0)
 
 
 # ----------------------------------------------------------------------

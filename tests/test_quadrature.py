@@ -143,6 +143,31 @@ def test_inverse_cdf_inverts_cdf_and_samples_the_density():
     assert stats.kstest(x.numpy(), stats.norm(mu, sd).cdf).pvalue > 0.01
 
 
+def test_chebyshev_sampling_is_exact_at_panel_ends():
+    # Chebyshev panels sample in two stages (the panel with its quadrature
+    # mass, then a log-linear sub-grid of that panel), so the CDF at every
+    # panel end is the quadrature's: exact here, where the density is the
+    # Gaussian itself. A log-linear interpolation across the whole window
+    # is off there by its interpolation error (about 1e-6).
+    mu, sd = 0.7, 0.4
+    rule = q.chebyshev(32, 8)
+    lower, upper = _t(mu - 3 * sd), _t(mu + 3 * sd)
+    grid = rule.points(lower, upper)
+    scores = -(grid - mu) / sd**2
+    ends = torch.linspace(float(lower), float(upper), 33, dtype=T)
+    n = len(ends)
+    args = (scores.expand(n, -1), lower.expand(n), upper.expand(n), sd)
+    exact = torch.from_numpy(stats.norm(mu, sd).cdf(ends.numpy()))
+    torch.testing.assert_close(rule.cdf(ends, *args), exact, atol=1e-10, rtol=0)
+    u = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=T)
+    n = len(u)
+    args = (scores.expand(n, -1), lower.expand(n), upper.expand(n), sd)
+    x = rule.inverse_cdf(u, *args)
+    torch.testing.assert_close(rule.cdf(x, *args), u, atol=1e-9, rtol=0)
+    assert float((x > upper).double().mean() + (x < lower).double().mean()) > 0
+    assert stats.kstest(x.numpy(), stats.norm(mu, sd).cdf).pvalue > 0.01
+
+
 def test_energy_at_grid_points_equals_cumulative_energy():
     lower, upper = _t(-1.0), _t(2.0)
     grid = q.grid_points(lower, upper, 64)
