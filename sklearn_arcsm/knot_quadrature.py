@@ -236,27 +236,8 @@ class KnotRule:
         and in the tails the exact truncated Gaussians. Only the drawn
         interval's sub-grid is built, not the whole window's.
         """
-        energy = self.knot_energies(coef, lower, upper)
-        masses = self._segment_masses(coef, energy, lower, upper, tail_scale)
-        segment, within = quadrature._pick_segment(uniform, masses)
-        n_intervals = coef.shape[-1] - 3
-        interval = (segment - 1).clamp(0, n_intervals - 1)
-        sub = _sub_cells(n_intervals)
-        cells = _sub_energies(coef, energy, lower, upper, interval, sub)
-        offset = quadrature._sub_grid_inverse(within, cells)
-        h = _width(coef, lower, upper)
-        inside = lower + h * (interval + offset / sub)
-        slope_lo, slope_hi = self.tail_slopes(coef)
-        return quadrature._with_tail_draws(
-            segment,
-            within,
-            inside,
-            masses.shape[-1],
-            slope_lo,
-            slope_hi,
-            lower,
-            upper,
-            tail_scale,
+        return quadrature._two_stage_inverse_cdf(
+            uniform, *self._two_stage(coef, lower, upper, tail_scale)
         )
 
     def cdf(
@@ -271,26 +252,21 @@ class KnotRule:
 
         Exact (up to the Gauss-Legendre error) at every knot.
         """
+        return quadrature._two_stage_cdf(
+            v, *self._two_stage(coef, lower, upper, tail_scale)
+        )
+
+    def _two_stage(self, coef, lower, upper, tail_scale):
+        """Arguments 2 on of quadrature._two_stage_cdf and _two_stage_inverse_cdf."""
         energy = self.knot_energies(coef, lower, upper)
         masses = self._segment_masses(coef, energy, lower, upper, tail_scale)
-        n_intervals = coef.shape[-1] - 3
-        h = _width(coef, lower, upper)
-        position = ((v - lower) / h).clamp(0.0, float(n_intervals))
-        interval = torch.nan_to_num(position, nan=0.0).floor()
-        interval = interval.clamp(max=n_intervals - 1).long()
-        sub = _sub_cells(n_intervals)
-        cells = _sub_energies(coef, energy, lower, upper, interval, sub)
-        within = quadrature._sub_grid_cdf((position - interval) * sub, cells)
-        before = torch.cumsum(masses, dim=-1) - masses
-        index = interval[:, None] + 1  # segment 0 is the low tail
-        inside = (
-            before.gather(-1, index).squeeze(-1)
-            + masses.gather(-1, index).squeeze(-1) * within
-        )
-        slope_lo, slope_hi = self.tail_slopes(coef)
-        return quadrature._with_tail_cdf(
-            v, inside, masses, slope_lo, slope_hi, lower, upper, tail_scale
-        )
+        sub = _sub_cells(coef.shape[-1] - 3)
+
+        def sub_energy(interval):
+            return _sub_energies(coef, energy, lower, upper, interval, sub)
+
+        slopes = self.tail_slopes(coef)
+        return masses, sub_energy, sub, slopes, lower, upper, tail_scale
 
 
 def _sub_cells(n_intervals: int) -> int:

@@ -334,22 +334,7 @@ class PanelRule:
         if self.nodes == "uniform":
             energy = self.fine_energy(scores, lower, upper)
             return _loglinear_cdf(x, energy, *slopes, lower, upper, tail_scale)
-        energy = self.energy(scores, lower, upper)
-        masses = self._segment_masses(energy, scores, lower, upper, tail_scale)
-        h = (upper - lower) / self.n_panels
-        position = ((x - lower) / h).clamp(0.0, float(self.n_panels))
-        panel = torch.nan_to_num(position, nan=0.0).floor()
-        panel = panel.clamp(max=self.n_panels - 1).long()
-        sub = self.sub_cells()
-        cells = self._sub_energies(scores, energy, lower, upper, panel, sub)
-        within = _sub_grid_cdf((position - panel) * sub, cells)
-        before = torch.cumsum(masses, dim=-1) - masses
-        index = panel[..., None] + 1  # segment 0 is the low tail
-        inside = (
-            before.gather(-1, index).squeeze(-1)
-            + masses.gather(-1, index).squeeze(-1) * within
-        )
-        return _with_tail_cdf(x, inside, masses, *slopes, lower, upper, tail_scale)
+        return _two_stage_cdf(x, *self._two_stage(scores, lower, upper, tail_scale))
 
     def inverse_cdf(
         self,
@@ -390,24 +375,17 @@ class PanelRule:
             return _loglinear_inverse_cdf(
                 uniform, energy, *slopes, lower, upper, tail_scale
             )
+        return _two_stage_inverse_cdf(
+            uniform, *self._two_stage(scores, lower, upper, tail_scale)
+        )
+
+    def _two_stage(self, scores, lower, upper, tail_scale):
+        """Arguments 2 on of ``_two_stage_cdf`` and ``_two_stage_inverse_cdf``."""
         energy = self.energy(scores, lower, upper)
         masses = self._segment_masses(energy, scores, lower, upper, tail_scale)
-        segment, within = _pick_segment(uniform, masses)
-        panel = (segment - 1).clamp(0, self.n_panels - 1)
-        sub = self.sub_cells()
-        cells = self._sub_energies(scores, energy, lower, upper, panel, sub)
-        h = (upper - lower) / self.n_panels
-        inside = lower + h * (panel + _sub_grid_inverse(within, cells) / sub)
-        return _with_tail_draws(
-            segment,
-            within,
-            inside,
-            masses.shape[-1],
-            *slopes,
-            lower,
-            upper,
-            tail_scale,
-        )
+        sub_energy = self._sub_energy_fn(scores, energy, lower, upper)
+        slopes = tail_slopes(scores)
+        return masses, sub_energy, self.sub_cells(), slopes, lower, upper, tail_scale
 
     def _segment_masses(self, energy, scores, lower, upper, tail_scale):
         """Normalized masses of (low tail, panels..., high tail): ``(..., P + 2)``.
@@ -423,21 +401,24 @@ class PanelRule:
         log_masses = torch.cat([low, panels + torch.log(h)[..., None], high], dim=-1)
         return torch.softmax(log_masses, dim=-1)
 
-    def _sub_energies(self, scores, energy, lower, upper, panel, sub):
-        """Energy at ``sub + 1`` even points of each ``panel``: ``(..., sub + 1)``.
+    def _sub_energy_fn(self, scores, energy, lower, upper):
+        """``panel (...) -> energy at sub_cells() + 1 even points of it (..., S + 1)``.
 
         From the panel's interpolating antiderivative, as :meth:`fine_energy`.
         """
         mats = _matrices(self.order, self.nodes, scores.dtype, scores.device)
+        sub = self.sub_cells()
         y = torch.linspace(-1.0, 1.0, sub + 1, dtype=scores.dtype, device=scores.device)
         at_sub = _chebyshev_basis(y, self.order + 2) @ mats.antiderivative
-        index = panel[..., None] * self.order + torch.arange(
-            self.order + 1, device=panel.device
-        )
-        node_scores = scores.gather(-1, index)  # (..., order + 1)
-        start = energy.gather(-1, index[..., :1])
         h = ((upper - lower) / self.n_panels)[..., None]
-        return start + h * (node_scores @ at_sub.T)
+        nodes = torch.arange(self.order + 1, device=scores.device)
+
+        def sub_energy(panel):
+            index = panel[..., None] * self.order + nodes
+            start = energy.gather(-1, index[..., :1])
+            return start + h * (scores.gather(-1, index) @ at_sub.T)
+
+        return sub_energy
 
 
 def simpson(n_cells: int) -> PanelRule:
@@ -714,6 +695,42 @@ def _with_tail_draws(
     low = lower - (mu_lo - rho * torch.special.ndtri(w_lo)).clamp(min=0.0)
     last = n_segments - 1
     return torch.where(segment == 0, low, torch.where(segment == last, high, inside))
+
+
+def _two_stage_inverse_cdf(
+    uniform, masses, sub_energy, sub, slopes, lower, upper, tail_scale
+):
+    """Inverse CDF over equal pieces of the window, each with a log-linear sub-grid.
+
+    ``masses`` (..., P + 2): normalized masses of (low tail, the ``P`` equal
+    pieces of the window, high tail); ``sub_energy(piece)`` gives the energy
+    at the ``sub + 1`` even points of each row's ``piece`` (..., sub + 1).
+    A draw picks its segment by mass, then inverts the log-linear CDF of
+    that piece alone (or the tail's Gaussian).
+    """
+    segment, within = _pick_segment(uniform, masses)
+    n_pieces = masses.shape[-1] - 2
+    piece = (segment - 1).clamp(0, n_pieces - 1)
+    offset = _sub_grid_inverse(within, sub_energy(piece))
+    inside = lower + (upper - lower) / n_pieces * (piece + offset / sub)
+    return _with_tail_draws(
+        segment, within, inside, n_pieces + 2, *slopes, lower, upper, tail_scale
+    )
+
+
+def _two_stage_cdf(x, masses, sub_energy, sub, slopes, lower, upper, tail_scale):
+    """The CDF whose inverse is :func:`_two_stage_inverse_cdf` (same arguments)."""
+    n_pieces = masses.shape[-1] - 2
+    position = ((x - lower) / ((upper - lower) / n_pieces)).clamp(0.0, float(n_pieces))
+    piece = torch.nan_to_num(position, nan=0.0).floor().clamp(max=n_pieces - 1).long()
+    within = _sub_grid_cdf((position - piece) * sub, sub_energy(piece))
+    before = torch.cumsum(masses, dim=-1) - masses
+    index = piece[..., None] + 1  # segment 0 is the low tail
+    inside = (
+        before.gather(-1, index).squeeze(-1)
+        + masses.gather(-1, index).squeeze(-1) * within
+    )
+    return _with_tail_cdf(x, inside, masses, *slopes, lower, upper, tail_scale)
 
 
 def _sub_grid_inverse(within: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
