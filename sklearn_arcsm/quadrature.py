@@ -61,6 +61,7 @@ __all__ = [
     "tail_slopes",
 ]
 
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_SQRT_PI_OVER_2 = 0.5 * math.log(math.pi / 2.0)
 # Cells of the uniform sub-grid on which the CDF and its inverse interpolate
 # the energy log-linearly (at least this many over the window): the sampled
@@ -685,16 +686,39 @@ def _with_tail_draws(
     ``within`` is the fraction of the segment's mass left of the draw.
     """
     rho = tail_scale
-    tiny = torch.finfo(within.dtype).tiny
-    # Upper tail: t = mu - rho * ndtri(w * ndtr(mu / rho)), w = 1 - within.
+    log_tiny = math.log(torch.finfo(within.dtype).tiny)
+    # Upper tail: t = mu - rho * ndtri(w * ndtr(mu / rho)), w = 1 - within,
+    # with w * ndtr(mu / rho) in log space: ndtr loses its relative accuracy
+    # below about -8 (2% off at -8, 0 below -8.3 in float64), and a steep
+    # tail's draws then landed tens of widths beyond the window.
     mu_hi = slope_hi * rho**2
-    w_hi = ((1.0 - within) * torch.special.ndtr(mu_hi / rho)).clamp(min=tiny)
-    high = upper + (mu_hi - rho * torch.special.ndtri(w_hi)).clamp(min=0.0)
+    log_w = torch.log1p(-within).clamp(min=log_tiny)
+    z_hi = _ndtri_exp(log_w + torch.special.log_ndtr(mu_hi / rho))
+    high = upper + (mu_hi - rho * z_hi).clamp(min=0.0)
     mu_lo = slope_lo * rho**2
-    w_lo = (within * torch.special.ndtr(mu_lo / rho)).clamp(min=tiny)
-    low = lower - (mu_lo - rho * torch.special.ndtri(w_lo)).clamp(min=0.0)
+    log_w = torch.log(within).clamp(min=log_tiny)
+    z_lo = _ndtri_exp(log_w + torch.special.log_ndtr(mu_lo / rho))
+    low = lower - (mu_lo - rho * z_lo).clamp(min=0.0)
     last = n_segments - 1
     return torch.where(segment == 0, low, torch.where(segment == last, high, inside))
+
+
+def _ndtri_exp(log_p: torch.Tensor) -> torch.Tensor:
+    """``ndtri(exp(log_p))``, also where ``exp(log_p)`` underflows.
+
+    ``ndtri`` is accurate down to the smallest normal number; below it, the
+    far-tail root of ``log_ndtr(z) = log_p`` is found by Newton's method
+    from ``-sqrt(-2 log_p)`` (``log_ndtr`` is accurate there).
+    """
+    floor = math.log(torch.finfo(log_p.dtype).tiny) + 8.0
+    direct = torch.special.ndtri(log_p.clamp(min=floor).exp())
+    target = log_p.clamp(max=floor)
+    z = -torch.sqrt(-2.0 * target)
+    for _ in range(4):
+        log_cdf = torch.special.log_ndtr(z)
+        slope = torch.exp(-0.5 * z * z - _LOG_SQRT_2PI - log_cdf)  # d/dz log_ndtr
+        z = z - (log_cdf - target) / slope
+    return torch.where(log_p > floor, direct, z)
 
 
 def _two_stage_inverse_cdf(

@@ -228,7 +228,9 @@ def test_cdf_is_exact_at_the_knots():
                 torch.cumulative_trapezoid(density, grid),
             ]
         )
-        knots = torch.linspace(float(lower[i]), float(upper[i]), n_knots)
+        knots = torch.linspace(
+            float(lower[i]), float(upper[i]), n_knots, dtype=torch.float64
+        )
         brute = torch.from_numpy(np.interp(knots, grid, cumulative))
         m = len(knots)
         at = RULE.cdf(

@@ -159,6 +159,14 @@ def test_chebyshev_sampling_is_exact_at_panel_ends():
     args = (scores.expand(n, -1), lower.expand(n), upper.expand(n), sd)
     exact = torch.from_numpy(stats.norm(mu, sd).cdf(ends.numpy()))
     torch.testing.assert_close(rule.cdf(ends, *args), exact, atol=1e-10, rtol=0)
+    # Between the panel ends, the log-linear sub-grid of each panel.
+    inner = lower + (upper - lower) * torch.rand(
+        200, generator=torch.Generator().manual_seed(1), dtype=T
+    )
+    n = len(inner)
+    args = (scores.expand(n, -1), lower.expand(n), upper.expand(n), sd)
+    exact = torch.from_numpy(stats.norm(mu, sd).cdf(inner.numpy()))
+    torch.testing.assert_close(rule.cdf(inner, *args), exact, atol=2e-6, rtol=0)
     u = torch.rand(20000, generator=torch.Generator().manual_seed(0), dtype=T)
     n = len(u)
     args = (scores.expand(n, -1), lower.expand(n), upper.expand(n), sd)
@@ -166,6 +174,29 @@ def test_chebyshev_sampling_is_exact_at_panel_ends():
     torch.testing.assert_close(rule.cdf(x, *args), u, atol=1e-9, rtol=0)
     assert float((x > upper).double().mean() + (x < lower).double().mean()) > 0
     assert stats.kstest(x.numpy(), stats.norm(mu, sd).cdf).pvalue > 0.01
+
+
+@pytest.mark.parametrize("rule", [q.chebyshev(32, 8), q.simpson(64)], ids=str)
+def test_draws_from_steep_tails_stay_near_the_window(rule):
+    # A narrow conditional (sd 0.2 on [-1, 1]) has steep tails: their draws
+    # must invert the CDF there too. With ndtr instead of log_ndtr the mass
+    # factor of a tail whose mu / rho is below -8.3 underflowed to 0, and
+    # u = 1 - 1e-9 was drawn at 13.5 instead of just beyond the window.
+    lower, upper = _t(-1.0), _t(1.0)
+    scores = -rule.points(lower, upper) / 0.2**2
+    u = _t([1e-12, 1e-9, 1e-6, 1 - 1e-6, 1 - 1e-9, 1 - 1e-12])
+    n = len(u)
+    args = (scores.expand(n, -1), lower.expand(n), upper.expand(n), 1.0)
+    x = rule.inverse_cdf(u, *args)
+    assert torch.all(x.abs() < 1.5), x
+    back = rule.cdf(x, *args)
+    tail = torch.minimum(u, 1 - u)
+    # (1 - back carries float64's absolute rounding, 1e-16, near u = 1.)
+    torch.testing.assert_close(
+        torch.minimum(back, 1 - back), tail, rtol=1e-6, atol=1e-15
+    )
+    # About 6e-7 of the mass lies beyond each edge.
+    assert torch.all(x[:2] < -1.0) and torch.all(x[-2:] > 1.0)
 
 
 def test_energy_at_grid_points_equals_cumulative_energy():

@@ -512,7 +512,10 @@ class ARCSM(nn.Module):
         return log_p - log_scale
 
     def _check_spline_head(self) -> None:
-        if not hasattr(self.head, "coefficients"):
+        if not (
+            hasattr(self.head, "coefficients")
+            and hasattr(self.head, "context_coefficients")
+        ):
             raise ValueError(
                 "the knot rule (KnotRule) integrates spline scores; this model's "
                 "score head is not a spline (use score_head='spline', or an "
@@ -656,7 +659,7 @@ class ARCSM(nn.Module):
             rows = torch.arange(x.shape[0], device=x.device)
         if conditioning is None:
             conditioning = self.conditioner(x, condition)
-        conditioning = conditioning[rows, dims]  # (batch, C)
+        conditioning = conditioning[rows, dims]  # (m, C)
         bias = self.unpack(conditioning)[0][:, None, :]  # (batch, 1, K)
         v, log_scale = self.to_window(conditioning, x[rows, dims])
         lower = self.lower.to(x.dtype)[dims]

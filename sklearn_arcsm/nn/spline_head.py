@@ -93,7 +93,9 @@ class SplineScoreHead(nn.Module):
 
         The same coefficients ``(..., D, K)`` with ``sigma`` folded into the
         weights first (``(K, H)`` and ``(D, K)``, not the ``(..., D, 2K)``
-        biases): half the matrix product, and no per-conditional fold.
+        biases): half the matrix product, and no per-conditional fold. So
+        ``sigma`` is one noise level (a scalar); for one per conditional use
+        :meth:`coefficients`.
         """
         k = self.n_basis
         weight, offset = self.context_layer.weight, self.dimension_bias
