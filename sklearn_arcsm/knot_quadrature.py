@@ -124,7 +124,8 @@ class KnotRule:
         if energy is None:
             energy = self.knot_energies(coef, lower, upper)
         inside = self._by_level(_log_inside_mass, coef, energy, lower, upper)
-        low, high = self._log_tail_masses(coef, energy, tail_scale)
+        slopes = self.tail_slopes(coef)
+        low, high = quadrature._log_tail_masses(energy, slopes, tail_scale)
         return torch.logsumexp(torch.stack([inside, low, high]), dim=0)
 
     def _by_level(self, function, coef, energy, lower, upper):
@@ -146,21 +147,14 @@ class KnotRule:
             order.append(rows)
         return torch.cat(parts)[torch.argsort(torch.cat(order))]
 
-    def _log_tail_masses(self, coef, energy, tail_scale):
-        """Unnormalized log-masses of the tails below and above the window: ``(N,)``."""
-        slope_lo, slope_hi = self.tail_slopes(coef)
-        low = quadrature.log_gaussian_tail(slope_lo, tail_scale)
-        high = energy[:, -1] + quadrature.log_gaussian_tail(slope_hi, tail_scale)
-        return low, high
-
-    def _segment_masses(self, coef, energy, lower, upper, tail_scale):
+    def _segment_masses(self, coef, energy, slopes, lower, upper, tail_scale):
         """Normalized masses of (low tail, intervals..., high tail): ``(N, I + 2)``.
 
         Each interval's mass is its Gauss-Legendre integral, as in
         :meth:`log_normalizer`.
         """
         inner = self._by_level(_log_interval_masses, coef, energy, lower, upper)
-        low, high = self._log_tail_masses(coef, energy, tail_scale)
+        low, high = quadrature._log_tail_masses(energy, slopes, tail_scale)
         return torch.softmax(torch.cat([low[:, None], inner, high[:, None]], -1), -1)
 
     @staticmethod
@@ -259,13 +253,13 @@ class KnotRule:
     def _two_stage(self, coef, lower, upper, tail_scale):
         """Arguments 2 on of quadrature._two_stage_cdf and _two_stage_inverse_cdf."""
         energy = self.knot_energies(coef, lower, upper)
-        masses = self._segment_masses(coef, energy, lower, upper, tail_scale)
+        slopes = self.tail_slopes(coef)
+        masses = self._segment_masses(coef, energy, slopes, lower, upper, tail_scale)
         sub = _sub_cells(coef.shape[-1] - 3)
 
         def sub_energy(interval):
             return _sub_energies(coef, energy, lower, upper, interval, sub)
 
-        slopes = self.tail_slopes(coef)
         return masses, sub_energy, sub, slopes, lower, upper, tail_scale
 
 

@@ -198,9 +198,7 @@ class PanelRule:
         inside = torch.logsumexp(
             (self.panels(energy) + mats.log_weights).flatten(-2), dim=-1
         ) + torch.log(h)
-        slope_lo, slope_hi = tail_slopes(scores)
-        low_tail = energy[..., 0] + log_gaussian_tail(slope_lo, tail_scale)
-        high_tail = energy[..., -1] + log_gaussian_tail(slope_hi, tail_scale)
+        low_tail, high_tail = _log_tail_masses(energy, tail_slopes(scores), tail_scale)
         return torch.logsumexp(torch.stack([inside, low_tail, high_tail]), dim=0)
 
     def energy_at(
@@ -331,9 +329,9 @@ class PanelRule:
         The piecewise-exponential density that :meth:`inverse_cdf` samples
         exactly.
         """
-        slopes = tail_slopes(scores)
         if self.nodes == "uniform":
             energy = self.fine_energy(scores, lower, upper)
+            slopes = tail_slopes(scores)
             return _loglinear_cdf(x, energy, *slopes, lower, upper, tail_scale)
         return _two_stage_cdf(x, *self._two_stage(scores, lower, upper, tail_scale))
 
@@ -370,9 +368,9 @@ class PanelRule:
         -------
         samples : torch.Tensor of shape (...)
         """
-        slopes = tail_slopes(scores)
         if self.nodes == "uniform":
             energy = self.fine_energy(scores, lower, upper)
+            slopes = tail_slopes(scores)
             return _loglinear_inverse_cdf(
                 uniform, energy, *slopes, lower, upper, tail_scale
             )
@@ -383,12 +381,12 @@ class PanelRule:
     def _two_stage(self, scores, lower, upper, tail_scale):
         """Arguments 2 on of ``_two_stage_cdf`` and ``_two_stage_inverse_cdf``."""
         energy = self.energy(scores, lower, upper)
-        masses = self._segment_masses(energy, scores, lower, upper, tail_scale)
-        sub_energy = self._sub_energy_fn(scores, energy, lower, upper)
         slopes = tail_slopes(scores)
+        masses = self._segment_masses(energy, slopes, lower, upper, tail_scale)
+        sub_energy = self._sub_energy_fn(scores, energy, lower, upper)
         return masses, sub_energy, self.sub_cells(), slopes, lower, upper, tail_scale
 
-    def _segment_masses(self, energy, scores, lower, upper, tail_scale):
+    def _segment_masses(self, energy, slopes, lower, upper, tail_scale):
         """Normalized masses of (low tail, panels..., high tail): ``(..., P + 2)``.
 
         Each panel's mass is its term of :meth:`log_normalizer`.
@@ -396,10 +394,10 @@ class PanelRule:
         mats = _matrices(self.order, self.nodes, energy.dtype, energy.device)
         h = (upper - lower) / self.n_panels
         panels = torch.logsumexp(self.panels(energy) + mats.log_weights, dim=-1)
-        slope_lo, slope_hi = tail_slopes(scores)
-        low = energy[..., :1] + log_gaussian_tail(slope_lo, tail_scale)[..., None]
-        high = energy[..., -1:] + log_gaussian_tail(slope_hi, tail_scale)[..., None]
-        log_masses = torch.cat([low, panels + torch.log(h)[..., None], high], dim=-1)
+        low, high = _log_tail_masses(energy, slopes, tail_scale)
+        log_masses = torch.cat(
+            [low[..., None], panels + torch.log(h)[..., None], high[..., None]], dim=-1
+        )
         return torch.softmax(log_masses, dim=-1)
 
     def _sub_energy_fn(self, scores, energy, lower, upper):
@@ -522,6 +520,18 @@ def log_gaussian_tail(slope: torch.Tensor, tail_scale: float) -> torch.Tensor:
     )
 
 
+def _log_tail_masses(energy, slopes, tail_scale):
+    """Unnormalized log-masses of the tails below and above the window: ``(...)`` each.
+
+    ``energy`` (..., n) runs from the window's lower edge to its upper edge;
+    ``slopes`` are the outward slopes of :func:`tail_slopes`.
+    """
+    slope_lo, slope_hi = slopes
+    low = energy[..., 0] + log_gaussian_tail(slope_lo, tail_scale)
+    high = energy[..., -1] + log_gaussian_tail(slope_hi, tail_scale)
+    return low, high
+
+
 def _tail_survival(mu: torch.Tensor, distance: torch.Tensor, rho: float):
     """``P(T > distance)`` for the tail ``N(mu, rho**2)`` truncated to ``T >= 0``.
 
@@ -570,9 +580,9 @@ def _segment_masses(energy, slope_lo, slope_hi, lower, upper, tail_scale):
     """Normalized masses of (low tail, cells..., high tail): shape (..., N + 1)."""
     width = (upper - lower) / (energy.shape[-1] - 1)
     cells = _log_cell_masses(energy, width)
-    low_tail = energy[..., :1] + log_gaussian_tail(slope_lo[..., None], tail_scale)
-    high_tail = energy[..., -1:] + log_gaussian_tail(slope_hi[..., None], tail_scale)
-    return torch.softmax(torch.cat([low_tail, cells, high_tail], dim=-1), dim=-1)
+    low, high = _log_tail_masses(energy, (slope_lo, slope_hi), tail_scale)
+    log_masses = torch.cat([low[..., None], cells, high[..., None]], dim=-1)
+    return torch.softmax(log_masses, dim=-1)
 
 
 def _partial_cell_fraction(delta: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:

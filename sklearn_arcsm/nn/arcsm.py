@@ -284,7 +284,7 @@ class ARCSM(nn.Module):
         _, location, log_scale = self.unpack(conditioning)
         if location is None:
             return x, 0.0
-        return (x - location) * torch.exp(-log_scale), log_scale
+        return _window_coordinates(x, location, log_scale), log_scale
 
     def from_window(self, conditioning: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`to_window`: ``x = m + a v``."""
@@ -499,7 +499,7 @@ class ARCSM(nn.Module):
         v, log_scale = x, 0.0
         if self.affine is not None:
             location, log_scale = _location_scale(self.affine(context))
-            v = (x - location) * torch.exp(-log_scale)
+            v = _window_coordinates(x, location, log_scale)
         n_rows, n_features = x.shape
         lower, upper = self.lower.to(x.dtype), self.upper.to(x.dtype)
         log_p = rule.log_density(
@@ -698,6 +698,11 @@ def _location_scale(raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The affine layer's raw outputs ``(..., 2)`` as location and bounded log-scale."""
     log_scale = LOG_SCALE_BOUND * torch.tanh(raw[..., 1] / LOG_SCALE_BOUND)
     return raw[..., 0], log_scale
+
+
+def _window_coordinates(x, location, log_scale):
+    """``v = (x - m) / a`` with ``a = exp(log_scale)``."""
+    return (x - location) * torch.exp(-log_scale)
 
 
 def head_dtype(head: nn.Module) -> torch.dtype:
