@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import torch
 from skorch import NeuralNet
 from skorch.callbacks import Callback
-from skorch.dataset import unpack_data
+from skorch.dataset import Dataset, unpack_data
 from torch.utils.data import DataLoader
 
 from sklearn_arcsm._distributed import average_gradients
@@ -206,11 +207,17 @@ class CSMNet(NeuralNet):
         # shuffling, so validation gets a private one too: fit must not
         # advance the caller's global RNG.
         batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
+        generator = self.shuffle_generator_ if training else torch.Generator()
+        rows = _in_memory_rows(dataset)
+        on_cpu = torch.device(self.device).type == "cpu"
+        if rows is not None and on_cpu and self.accelerator is None:
+            # (A GPU keeps the DataLoader's page-locked, asynchronous copies.)
+            return RowBatches(rows, batch_size, shuffle=training, generator=generator)
         loader = DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=training,
-            generator=self.shuffle_generator_ if training else torch.Generator(),
+            generator=generator,
             # Page-locked batches copy to a GPU asynchronously (see infer).
             pin_memory=torch.device(self.device).type == "cuda",
         )
@@ -346,3 +353,63 @@ class CSMNet(NeuralNet):
             # checkpoint) see the average.
             average.use_average(self.module_)
         return result
+
+
+def _in_memory_rows(dataset) -> torch.Tensor | None:
+    """The rows of a target-free skorch ``Dataset`` over an array, else None."""
+    if type(dataset) is not Dataset or dataset.y is not None:
+        return None
+    X = dataset.X
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        return torch.from_numpy(X)
+    if isinstance(X, torch.Tensor) and X.ndim == 2:
+        return X
+    return None
+
+
+class RowBatches:
+    """Mini-batches of an in-memory table, in a DataLoader's order.
+
+    A DataLoader over a skorch ``Dataset`` fetches each row on its own and
+    collates them: about 1.2 ms per batch of 60 rows, 5 to 7% of a training
+    step on a small table, for a copy. Here a batch is one indexing of the
+    table. The generator is drawn exactly as ``DataLoader(shuffle=True,
+    generator=...)`` draws it (a base seed, then the permutation, then one
+    more permutation when the sampler runs out), so the batches, and every
+    fit, are the same as through the DataLoader. ``y`` is skorch's
+    placeholder (one zero per row).
+
+    Parameters
+    ----------
+    rows : torch.Tensor of shape (n, D)
+    batch_size : int
+    shuffle : bool
+    generator : torch.Generator
+        Advanced as a shuffling DataLoader advances it (a non-shuffling
+        one draws its base seed only).
+    """
+
+    def __init__(self, rows, batch_size, shuffle, generator):
+        self.rows = rows
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self):
+        return math.ceil(len(self.rows) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.rows)
+        # DataLoader's _BaseDataLoaderIter draws the base seed of its workers.
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)
+        order = None
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            index = slice(start, stop) if order is None else order[start:stop]
+            yield self.rows[index], torch.zeros(stop - start, 1)
+        if self.shuffle:
+            # RandomSampler's trailing (empty) permutation, drawn when the
+            # sampler is exhausted.
+            torch.randperm(n, generator=self.generator)
