@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 import warnings
 from numbers import Integral, Real
 
@@ -30,7 +31,12 @@ from sklearn_arcsm._distributed import (
     make_accelerator,
 )
 from sklearn_arcsm._inference import FittedModelMixin, check_inside
-from sklearn_arcsm._skorch import TRAIN_LIKELIHOOD_CELLS, CSMNet, FiniteLossGuard
+from sklearn_arcsm._skorch import (
+    TRAIN_LIKELIHOOD_CELLS,
+    AdaptiveLearningRate,
+    CSMNet,
+    FiniteLossGuard,
+)
 from sklearn_arcsm.adaptive import AdaptiveRule
 from sklearn_arcsm.bounds import BoxBounds
 from sklearn_arcsm.callbacks import EstimatorCheckpoint
@@ -47,6 +53,15 @@ TAIL_SCALE = 1.0
 # step on a small table; fused, 0.27 ms. Same update rule, rounded
 # differently.
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
+# lr="auto" is the estimator's _default_lr at batches of this many rows
+# (where _lr_batch_scaled; see BaseCSMEstimator).
+LR_REFERENCE_BATCH = 256
+# learning_rate="adaptive": multiply the rate by this factor after this many
+# epochs without an improvement of `tol`, down to ADAPTIVE_LR_MIN. Early
+# stopping's patience (20) leaves room for three such steps.
+ADAPTIVE_LR_FACTOR = 0.3
+ADAPTIVE_LR_PATIENCE = 6
+ADAPTIVE_LR_MIN = 1e-6
 # Version of the pickled layout of fitted estimators. Bump it when fitted
 # attributes or the module's state dict change meaning, and teach
 # __setstate__ to migrate older formats; newer formats are refused clearly.
@@ -203,6 +218,14 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     _default_ema_decay: float | None = 0.99
     # Early-stopping patience (n_iter_no_change="auto"), per estimator.
     _default_n_iter_no_change: int = 20
+    # lr="auto": this rate, times sqrt(batch_size / LR_REFERENCE_BATCH) where
+    # _lr_batch_scaled (Adam's square-root scaling rule: the gradient noise
+    # of a batch of B rows scales as 1 / sqrt(B)); learning_rate="auto":
+    # this schedule. CSMScoreEstimator keeps Adam at 1e-3, constant: its
+    # held-out CSM is too noisy from epoch to epoch to read a plateau from.
+    _default_lr: float = 1e-3
+    _lr_batch_scaled: bool = False
+    _default_learning_rate: str = "constant"
 
     _parameter_constraints: dict = {
         "backbone": [StrOptions({"made", "pixelcnn"}), callable],
@@ -226,7 +249,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
         ],
-        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [StrOptions({"auto", "constant", "adaptive"})],
         "ema_decay": [
             None,
             StrOptions({"auto"}),
@@ -266,7 +290,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         n_quadrature="auto",
         max_epochs=300,
         batch_size="auto",
-        lr=1e-3,
+        lr="auto",
+        learning_rate="auto",
         ema_decay="auto",
         device="cpu",
         distributed=None,
@@ -296,6 +321,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.learning_rate = learning_rate
         self.ema_decay = ema_decay
         self.device = device
         self.distributed = distributed
@@ -356,6 +382,14 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         if self.n_quadrature == "auto":
             return TRAIN_LIKELIHOOD_CELLS
         return min(TRAIN_LIKELIHOOD_CELLS, 4 * int(self.n_quadrature))
+
+    def _resolve_lr(self, batch_size: int) -> float:
+        """Adam's initial learning rate for mini-batches of ``batch_size`` rows."""
+        if self.lr != "auto":
+            return float(self.lr)
+        if not self._lr_batch_scaled:
+            return self._default_lr
+        return self._default_lr * math.sqrt(batch_size / LR_REFERENCE_BATCH)
 
     def _resolved(self, name: str):
         """Parameter ``name``, with "auto" replaced by ``_default_<name>``."""
@@ -496,8 +530,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             net.ema_decay = self._resolved("ema_decay")
             net.quadrature = rule
             net.train_cells = self._train_cells()
-            if net.lr != self.lr:
-                net.set_params(lr=self.lr)  # skorch updates the param groups
+            lr = self._resolve_lr(batch_size)
+            if net.lr != lr:
+                net.set_params(lr=lr)  # skorch updates the param groups
             net.set_params(batch_size=batch_size, verbose=self.verbose)
             net.module_.mixed_precision = self.mixed_precision
             net.callbacks = self._make_callbacks()
@@ -550,7 +585,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                 f"training diverged (non-finite loss) at epoch {net.diverged_at_}; "
                 "the weights with the best validation loss were restored and the "
                 "optimizer restarted. Lower "
-                f"`lr` (now {self.lr}) or use larger `noise_levels` to train "
+                f"`lr` (now {net.lr}) or use larger `noise_levels` to train "
                 "further.",
                 ConvergenceWarning,
                 stacklevel=3,
@@ -658,7 +693,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             module__mixed_precision=self.mixed_precision,
             criterion=torch.nn.Module,
             optimizer=torch.optim.Adam,
-            lr=self.lr,
+            lr=self._resolve_lr(batch_size),
             max_epochs=self.max_epochs,
             batch_size=batch_size,
             train_split=self._train_split(valid),
@@ -697,6 +732,19 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                         threshold_mode="abs",
                         load_best=True,
                         sink=print if self.verbose else noop,
+                    ),
+                )
+            )
+        if self._resolved("learning_rate") == "adaptive":
+            callbacks.append(
+                (
+                    "adaptive_lr",
+                    AdaptiveLearningRate(
+                        monitor="valid_loss" if self.early_stopping else "train_loss",
+                        factor=ADAPTIVE_LR_FACTOR,
+                        patience=ADAPTIVE_LR_PATIENCE,
+                        tol=self.tol,
+                        min_lr=ADAPTIVE_LR_MIN,
                     ),
                 )
             )

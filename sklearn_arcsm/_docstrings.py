@@ -34,6 +34,7 @@ PARAMETER_ORDER = (
     "max_epochs",
     "batch_size",
     "lr",
+    "learning_rate",
     "ema_decay",
     "device",
     "distributed",
@@ -165,8 +166,23 @@ SHARED_PARAMETERS = {
         2.75 nats per row over 256 (see the user guide).
 """,
     "lr": """\
-    lr : float, default=1e-3
-        Adam learning rate.
+    lr : "auto" or float, default="auto"
+        Adam's initial learning rate. ``"auto"``: for
+        :class:`ARCSMDensity`, ``1e-2 * sqrt(batch_size_ / 256)`` (Adam's
+        square-root scaling with the batch size: 1e-2 at batches of 256
+        rows, 2.5e-3 at 16); for :class:`CSMScoreEstimator`, 1e-3.
+""",
+    "learning_rate": """\
+    learning_rate : {"auto", "constant", "adaptive"}, default="auto"
+        Learning-rate schedule. ``"adaptive"``: multiply the rate by 0.3
+        after each 6 epochs in a row without an improvement of ``tol`` on
+        the validation loss (the training loss without early stopping),
+        down to 1e-6, as :class:`~sklearn.neural_network.MLPRegressor`'s
+        ``"adaptive"`` does (which divides by 5 after 2 epochs).
+        ``"constant"``: keep ``lr``. ``"auto"``: ``"adaptive"`` for
+        :class:`ARCSMDensity`, ``"constant"`` for
+        :class:`CSMScoreEstimator` (whose held-out CSM is too noisy from
+        epoch to epoch to read a plateau from).
 """,
     "ema_decay": """\
     ema_decay : "auto", float in [0, 1) or None, default="auto"

@@ -25,7 +25,7 @@ from sklearn_arcsm.objectives import (
     sampled_negative_log_likelihood,
 )
 
-__all__ = ["CSMNet", "FiniteLossGuard"]
+__all__ = ["AdaptiveLearningRate", "CSMNet", "FiniteLossGuard"]
 
 # Quadrature cells of the training likelihood term (randomly shifted grid).
 TRAIN_LIKELIHOOD_CELLS = 64
@@ -90,6 +90,55 @@ class FiniteLossGuard(Callback):
             "`noise_levels` (the smallest level sets the sharpest score the "
             "model must fit)."
         )
+
+
+class AdaptiveLearningRate(Callback):
+    """Multiply Adam's learning rate by ``factor`` when ``monitor`` stalls.
+
+    After ``patience`` epochs in a row without an improvement of at least
+    ``tol`` on the best value so far, every parameter group's rate is
+    multiplied by ``factor`` (never below ``min_lr``) and the count restarts
+    (scikit-learn's ``MLPRegressor(learning_rate="adaptive")`` divides by 5
+    after 2 such epochs; torch's ``ReduceLROnPlateau`` with an absolute
+    threshold). A continued fit (warm start, ``partial_fit``, a resumed
+    checkpoint) keeps the rate reached, which lives in the optimizer's
+    state, and restarts the count, as early stopping restarts its patience.
+
+    Parameters
+    ----------
+    monitor : str
+        History key, lower is better ("valid_loss" or "train_loss").
+    factor : float in (0, 1)
+    patience : int
+    tol : float
+    min_lr : float
+    """
+
+    def __init__(self, monitor, factor, patience, tol, min_lr):
+        self.monitor = monitor
+        self.factor = factor
+        self.patience = patience
+        self.tol = tol
+        self.min_lr = min_lr
+
+    def initialize(self):
+        self.best_ = math.inf
+        self.stalled_ = 0
+        return self
+
+    def on_epoch_end(self, net, **kwargs):
+        value = net.history[-1].get(self.monitor)
+        if value is None or not math.isfinite(value):
+            return
+        if value < self.best_ - self.tol:
+            self.best_ = value
+            self.stalled_ = 0
+            return
+        self.stalled_ += 1
+        if self.stalled_ >= self.patience:
+            self.stalled_ = 0
+            for group in net.optimizer_.param_groups:
+                group["lr"] = max(self.min_lr, group["lr"] * self.factor)
 
 
 class CSMNet(NeuralNet):

@@ -1,4 +1,4 @@
-"""The training loop's plumbing: in-memory mini-batches and the optimizer."""
+"""The training loop: in-memory mini-batches, the optimizer and its learning rate."""
 
 import numpy as np
 import pytest
@@ -6,8 +6,8 @@ import torch
 from skorch.dataset import Dataset
 from torch.utils.data import DataLoader
 
-from sklearn_arcsm import ARCSMDensity, _skorch
-from sklearn_arcsm._skorch import RowBatches
+from sklearn_arcsm import ARCSMDensity, CSMScoreEstimator, _base, _skorch
+from sklearn_arcsm._skorch import AdaptiveLearningRate, RowBatches
 from tests.conftest import CHEAP_PARAMS
 
 
@@ -49,3 +49,68 @@ def test_a_fit_through_row_batches_is_the_fit_through_a_data_loader(moons, monke
 def test_adam_is_fused_on_cpu(moons):
     est = ARCSMDensity(**CHEAP_PARAMS, random_state=0).fit(moons)
     assert est.net_.optimizer_.param_groups[0]["fused"] is True
+
+
+class _History(list):
+    """The part of skorch's History the callback reads: ``history[-1]``."""
+
+
+class _FakeNet:
+    def __init__(self, lr):
+        self.history = _History()
+        self.optimizer_ = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+
+    def end_epoch(self, callback, value):
+        self.history.append({"valid_loss": value})
+        callback.on_epoch_end(self)
+        return self.optimizer_.param_groups[0]["lr"]
+
+
+def test_adaptive_learning_rate_steps_down_after_patience_stalled_epochs():
+    callback = AdaptiveLearningRate(
+        monitor="valid_loss", factor=0.5, patience=3, tol=0.1, min_lr=0.2
+    ).initialize()
+    net = _FakeNet(lr=1.0)
+    # Improvements by more than tol keep the rate; 0.95 is within tol of 1.0.
+    losses = [5.0, 4.0, 1.0, 0.95, 0.99, 1.2, 0.5, 0.5, 0.5, float("nan"), 0.5]
+    lrs = [net.end_epoch(callback, value) for value in losses]
+    assert lrs == [1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.25]
+    # Never below min_lr.
+    for _ in range(6):
+        lr = net.end_epoch(callback, 0.5)
+    assert lr == 0.2
+
+
+def test_auto_lr_scales_with_the_square_root_of_the_batch(moons):
+    params = {**CHEAP_PARAMS, "max_epochs": 1, "random_state": 0}
+    density = ARCSMDensity(**{**params, "batch_size": 64}).fit(moons)
+    assert density.net_.lr == pytest.approx(1e-2 * np.sqrt(64 / 256))
+    assert "adaptive_lr" in dict(density.net_.callbacks_)
+    scores = CSMScoreEstimator(**{**params, "batch_size": 64}).fit(moons)
+    assert scores.net_.lr == 1e-3
+    assert "adaptive_lr" not in dict(scores.net_.callbacks_)
+    given = ARCSMDensity(**params, lr=0.02, learning_rate="constant").fit(moons)
+    assert given.net_.lr == 0.02
+    assert "adaptive_lr" not in dict(given.net_.callbacks_)
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_adaptive_learning_rate_in_a_fit(moons, early_stopping):
+    # A huge tol: no epoch after the first counts as an improvement, so the
+    # rate steps down once after the patience, on the validation loss or,
+    # without early stopping, on the training loss.
+    patience = _base.ADAPTIVE_LR_PATIENCE
+    params = {
+        **CHEAP_PARAMS,
+        "max_epochs": patience + 1,
+        "tol": 1e9,
+        "n_iter_no_change": 50,
+        "lr": 0.004,
+        "early_stopping": early_stopping,
+        "random_state": 0,
+    }
+    est = ARCSMDensity(**params, learning_rate="adaptive").fit(moons)
+    lr = est.net_.optimizer_.param_groups[0]["lr"]
+    assert lr == pytest.approx(0.004 * _base.ADAPTIVE_LR_FACTOR)
+    constant = ARCSMDensity(**params, learning_rate="constant").fit(moons)
+    assert constant.net_.optimizer_.param_groups[0]["lr"] == 0.004

@@ -237,10 +237,14 @@ def test_pickle_round_trip_and_old_format(whitened_fit):
 @pytest.mark.parametrize("method", METHODS)
 def test_whitening_helps_where_the_columns_are_correlated(method):
     # A Gaussian with correlations 0.95: whitened, the model starts from an
-    # independent standard normal; unwhitened it must learn the regressions.
+    # independent standard normal; unwhitened it must learn the regressions,
+    # which a short fit at Adam's 1e-3 has not done yet (the batch-scaled
+    # default rate, 5e-3 here, nearly learns them in these 8 epochs:
+    # -1.94 against the whitened -1.75 and the truth's -1.79).
     rng = np.random.RandomState(0)
     C = 0.05 * np.eye(3) + 0.95
     X, X_test = np.split(rng.multivariate_normal(np.zeros(3), C, size=1200), [600])
-    plain = ARCSMDensity(whiten=None, **FIT).fit(X)
-    whitened = ARCSMDensity(whiten=method, **FIT).fit(X)
+    slow = {**FIT, "lr": 1e-3, "learning_rate": "constant"}
+    plain = ARCSMDensity(whiten=None, **slow).fit(X)
+    whitened = ARCSMDensity(whiten=method, **slow).fit(X)
     assert whitened.score(X_test) > plain.score(X_test) + 0.5
