@@ -258,8 +258,8 @@ class CSMNet(NeuralNet):
         batch_size = len(dataset) if self.batch_size == -1 else self.batch_size
         generator = self.shuffle_generator_ if training else torch.Generator()
         rows = _in_memory_rows(dataset)
-        on_cpu = torch.device(self.device).type == "cpu"
-        if rows is not None and on_cpu and self.accelerator is None:
+        device_type = torch.device(self.device).type
+        if rows is not None and device_type == "cpu" and self.accelerator is None:
             # (A GPU keeps the DataLoader's page-locked, asynchronous copies.)
             return RowBatches(rows, batch_size, shuffle=training, generator=generator)
         loader = DataLoader(
@@ -268,7 +268,7 @@ class CSMNet(NeuralNet):
             shuffle=training,
             generator=generator,
             # Page-locked batches copy to a GPU asynchronously (see infer).
-            pin_memory=torch.device(self.device).type == "cuda",
+            pin_memory=device_type == "cuda",
         )
         if training and self.accelerator is not None:
             # Same seed in every process: the same permutation, split into
