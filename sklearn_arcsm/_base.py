@@ -78,7 +78,10 @@ ADAPTIVE_LR_MIN = 1e-6
 # `batch_size_`; older fits load with their integer batch_size as
 # batch_size_ (older versions of the package could not continue a fit whose
 # batch_size is "auto").
-PERSISTENCE_FORMAT = 6
+# Format 7 added ARCSMDensity's `marginal_` (sklearn_arcsm.marginal), on by
+# default; older fits load without it, as they were fitted (older versions
+# of the package would ignore it and give wrong densities).
+PERSISTENCE_FORMAT = 7
 # Tolerance of the adaptive rule (n_quadrature="auto"), in nats per
 # conditional: the estimated error of the level a conditional is accepted at
 # (see sklearn_arcsm.adaptive). Measured against a 2049-node float64

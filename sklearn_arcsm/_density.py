@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from sklearn_arcsm._base import BaseCSMEstimator
 from sklearn_arcsm._docstrings import attributes_section, parameters_section
 from sklearn_arcsm._inference import _is_integer_at_least
+from sklearn_arcsm.marginal import MarginalGaussianization
 from sklearn_arcsm.whitening import Whitening
 
 __all__ = ["ARCSMDensity"]
@@ -87,6 +88,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     _parameter_constraints: dict = {
         **BaseCSMEstimator._parameter_constraints,
         "whiten": [None, StrOptions({"pca", "cholesky"})],
+        "marginal_transform": [None, StrOptions({"auto", "quantile"})],
     }
 
     def __init__(
@@ -95,6 +97,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         backbone="made",
         image_shape=None,
         bounds=None,
+        marginal_transform="auto",
         whiten=None,
         hidden_layer_sizes="auto",
         kernel_size=5,
@@ -154,6 +157,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
             warm_start=warm_start,
             random_state=random_state,
         )
+        self.marginal_transform = marginal_transform
         self.whiten = whiten
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -174,36 +178,60 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         return self._fit(X)
 
     def _to_model_coordinates(self, S, continuing):
-        """Standardized rows ``S``, whitened if ``whiten`` says so."""
+        """Standardized rows ``S``, mapped by ``marginal_transform``, then whitened."""
         if continuing:
-            whitening = self.whitening_
-            fitted_with = None if whitening is None else whitening.method
-            if fitted_with != self.whiten:
-                raise ValueError(
-                    f"whiten={self.whiten!r} differs from the fitted model's "
-                    f"({fitted_with!r}, in whitening_): a warm start continues the "
-                    "fitted model in its own coordinates. Set warm_start=False to "
-                    "refit."
-                )
-        elif self.whiten is None:
-            whitening = None
-        elif self.whiten == "pca" and self.backbone == "pixelcnn":
-            raise ValueError(
-                "whiten='pca' mixes and reorders the pixels, while "
-                "backbone='pixelcnn' needs them on their grid; use "
-                "whiten='cholesky' (it keeps the raster order) or None with the "
-                "PixelCNN, or backbone='made'."
-            )
+            self._check_same_maps()
+            marginal, whitening = self.marginal_, self.whitening_
         else:
-            whitening = Whitening.fit(S, self.whiten)
-        Z = S if whitening is None else S @ whitening.matrix.T
-        return Z, {"whitening_": whitening}
+            if self.whiten == "pca" and self.backbone == "pixelcnn":
+                raise ValueError(
+                    "whiten='pca' mixes and reorders the pixels, while "
+                    "backbone='pixelcnn' needs them on their grid; use "
+                    "whiten='cholesky' (it keeps the raster order) or None with "
+                    "the PixelCNN, or backbone='made'."
+                )
+            marginal = None
+            if self.marginal_transform is not None:
+                marginal = MarginalGaussianization.fit(S, self.marginal_transform)
+                if not marginal.active.any():
+                    marginal = None  # nothing to map: skip the identity
+        U = S if marginal is None else _marginal_forward(marginal, S)
+        if not continuing:
+            whitening = None if self.whiten is None else Whitening.fit(U, self.whiten)
+        Z = U if whitening is None else U @ whitening.matrix.T
+        return Z, {"marginal_": marginal, "whitening_": whitening}
+
+    def _check_same_maps(self):
+        """A warm start continues in the fitted model's own coordinates."""
+        whitening = self.whitening_
+        fitted_with = None if whitening is None else whitening.method
+        if fitted_with != self.whiten:
+            raise ValueError(
+                f"whiten={self.whiten!r} differs from the fitted model's "
+                f"({fitted_with!r}, in whitening_): a warm start continues the "
+                "fitted model in its own coordinates. Set warm_start=False to "
+                "refit."
+            )
+        marginal = self.marginal_
+        # (Under "auto" a fit may have mapped no column, which any setting
+        # continues.)
+        if marginal is not None and marginal.method != self.marginal_transform:
+            raise ValueError(
+                f"marginal_transform={self.marginal_transform!r} differs from the "
+                f"fitted model's ({marginal.method!r}, in marginal_): a warm start "
+                "continues the "
+                "fitted model in its own coordinates. Set warm_start=False to "
+                "refit."
+            )
 
     def __setstate__(self, state):
         state = dict(state)
         state.setdefault("whiten", None)  # saved before whitening existed
+        # Saved before the marginal map existed: fitted without one.
+        state.setdefault("marginal_transform", None)
         if "net_" in state:
             state.setdefault("whitening_", None)
+            state.setdefault("marginal_", None)
         super().__setstate__(state)
 
     def score_samples(self, X):
@@ -277,6 +305,8 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         grad = self._log_density_gradient_standardized(self._standardized_tensor(X))
         if self.whitening_ is not None:
             grad = self.whitening_.pullback(grad)
+        if self.marginal_ is not None:
+            grad = self.marginal_.scores(self._standardized_rows(X), grad)
         grad = grad / torch.as_tensor(self.scale_).to(grad)
         if self.bounds_ is not None:
             # The map onto R is elementwise: the 1-D chain rule per column.
@@ -415,6 +445,23 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
 ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
     "{parameters}",
     parameters_section(
+        marginal_transform="""\
+    marginal_transform : {"auto", "quantile"} or None, default="auto"
+        An exact elementwise map of the standardized columns before the
+        model (:mod:`sklearn_arcsm.marginal`): a monotone cubic through the
+        column's ``sqrt(n_samples)`` quantiles (10 to 100) onto the standard
+        normal's, linear beyond them; the density picks up the map's
+        log-derivatives. ``"auto"`` maps only the near-singular columns, those
+        with a share of the rows in a sliver of the range (a dequantized point
+        mass, such as zero rainfall): where some quantile interval is more
+        than 25 times narrower than a standard normal's (measured on held-out
+        data: Seattle weather -8.270 -> -7.844 nats per row, diabetes -26.57
+        -> -25.52; smooth columns, as in every synthetic target of the quality
+        benchmark, are left alone). ``"quantile"`` maps every column, which
+        loses where the dependence is easier to learn in the original
+        coordinates (funnel KL 0.013 -> 0.088, switching 0.565 -> 0.973).
+        None: no map. See the user guide's "Marginal map".
+""",
         whiten="""\
     whiten : {None, "cholesky", "pca"}, default=None
         Linear whitening of the standardized data before the model (exact:
@@ -477,9 +524,8 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         validation_loss_curve_="""\
     validation_loss_curve_ : list of float or None
         Validation negative log-likelihood per epoch, in nats per sample in
-        the module's units: standardized, then whitened if ``whitening_``
-        (whose ``log_det`` converts between the two; None without early
-        stopping).
+        the module's units: standardized, mapped by ``marginal_`` and
+        whitened by ``whitening_`` if any (None without early stopping).
 """,
         n_iter_="""\
     n_iter_ : int
@@ -492,7 +538,18 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         whitening_="""\
     whitening_ : sklearn_arcsm.whitening.Whitening or None
         The whitening map from ``whiten`` (None for none): the module models
-        ``z = W s`` of the standardized rows ``s``.
+        ``z = W u`` of the rows ``u`` (standardized, then mapped by
+        ``marginal_``).
+""",
+        marginal_="""\
+    marginal_ : sklearn_arcsm.marginal.MarginalGaussianization or None
+        The marginal map from ``marginal_transform`` (its ``active`` columns
+        are mapped); None where it maps no column.
 """,
     ),
 )
+
+
+def _marginal_forward(marginal: MarginalGaussianization, S: np.ndarray) -> np.ndarray:
+    """``marginal.forward`` of numpy rows, float64."""
+    return marginal.forward(torch.as_tensor(S, dtype=torch.float64)).numpy()

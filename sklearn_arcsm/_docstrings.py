@@ -20,6 +20,7 @@ PARAMETER_ORDER = (
     "backbone",
     "image_shape",
     "bounds",
+    "marginal_transform",  # ARCSMDensity only
     "whiten",  # ARCSMDensity only
     "hidden_layer_sizes",
     "kernel_size",
@@ -269,6 +270,7 @@ ATTRIBUTE_ORDER = (
     "validation_loss_curve_",
     "n_iter_",
     "bounds_",
+    "marginal_",  # ARCSMDensity only
     "whitening_",  # ARCSMDensity only
     "mean_",  # documented together with scale_
     "noise_levels_",
@@ -339,7 +341,9 @@ SHARED_ATTRIBUTES = {
 
 
 # Entries of one estimator only: documented where given, skipped elsewhere.
-ESTIMATOR_SPECIFIC = frozenset({"whiten", "whitening_"})
+ESTIMATOR_SPECIFIC = frozenset(
+    {"whiten", "whitening_", "marginal_transform", "marginal_"}
+)
 
 
 def _section(title, order, shared, specific):

@@ -151,11 +151,22 @@ class FittedModelMixin:
     def _standardized_tensor(self, X: np.ndarray) -> torch.Tensor:
         """Validated rows ``X`` in the module's coordinates, float64, on the device.
 
-        Standardized units, then whitened for a model fitted with
-        ``whiten`` (``whitening_``, :mod:`sklearn_arcsm.whitening`).
+        Standardized units, mapped by the marginal map of a model fitted with
+        one (``marginal_``, :mod:`sklearn_arcsm.marginal`), then whitened for
+        a model fitted with ``whiten`` (``whitening_``,
+        :mod:`sklearn_arcsm.whitening`).
         For a bounded model (``bounds_``), ``X`` must be inside the box; it
         is mapped onto the real line first (:mod:`sklearn_arcsm.bounds`).
         """
+        S = self._standardized_rows(X)
+        marginal = self._marginal()
+        if marginal is not None:
+            S = marginal.forward(S)
+        whitening = self._whitening()
+        return S if whitening is None else whitening.forward(S)
+
+    def _standardized_rows(self, X: np.ndarray) -> torch.Tensor:
+        """Validated rows ``X`` standardized (after the map of ``bounds_``), float64."""
         bounds = self.bounds_
         check_inside(bounds, X)
         X = torch.as_tensor(X, dtype=torch.float64, device=self.device_)
@@ -163,13 +174,15 @@ class FittedModelMixin:
             X = bounds.forward(X)
         mean = torch.as_tensor(self.mean_, dtype=torch.float64, device=self.device_)
         scale = torch.as_tensor(self.scale_, dtype=torch.float64, device=self.device_)
-        S = (X - mean) / scale
-        whitening = self._whitening()
-        return S if whitening is None else whitening.forward(S)
+        return (X - mean) / scale
 
     def _whitening(self):
         """The fitted whitening map, or None (no whitening, or not offered)."""
         return getattr(self, "whitening_", None)
+
+    def _marginal(self):
+        """The fitted marginal map, or None (none fitted, or not offered)."""
+        return getattr(self, "marginal_", None)
 
     def _inside(self, X: np.ndarray) -> np.ndarray:
         """Rows where the density is positive (all, for an unbounded model)."""
@@ -183,6 +196,9 @@ class FittedModelMixin:
         whitening = self._whitening()
         if whitening is not None:
             Z = whitening.inverse_map(Z)
+        marginal = self._marginal()
+        if marginal is not None:
+            Z = marginal.inverse(Z)
         Y = Z * torch.as_tensor(self.scale_).to(Z) + torch.as_tensor(self.mean_).to(Z)
         if self.bounds_ is not None:
             Y = self.bounds_.inverse(Y)
@@ -192,13 +208,18 @@ class FittedModelMixin:
         """``log |dz/dx|`` per row, from ``X`` to the module's coordinates, ``(n,)``.
 
         ``log p(x) = log p_Z(z) + log |dz/dx|``: minus the log-scales, plus
-        the whitening's ``log |det W|`` if any, plus, for a bounded model,
-        the log-derivative of the map onto R.
+        the whitening's ``log |det W|`` if any, plus the marginal map's
+        log-derivatives (``marginal_``, :mod:`sklearn_arcsm.marginal`) if
+        any, plus, for a bounded model, the log-derivative of the map onto R.
         """
         log_det = np.full(len(X), -float(np.sum(np.log(self.scale_))))
         whitening = self._whitening()
         if whitening is not None:
             log_det += whitening.log_det
+        marginal = self._marginal()
+        if marginal is not None:
+            S = self._standardized_rows(X)
+            log_det += marginal.log_derivative(S).sum(dim=1).cpu().numpy()
         if self.bounds_ is not None:
             X = torch.as_tensor(X, dtype=torch.float64)
             log_det += self.bounds_.log_derivative(X).sum(dim=1).numpy()
