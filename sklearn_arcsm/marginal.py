@@ -127,6 +127,11 @@ def _hermite(t, h, y0, y1, m0, m1):
     return value, first, second
 
 
+def _end(below: torch.Tensor, array: torch.Tensor) -> torch.Tensor:
+    """Per entry, ``array``'s first column where ``below``, else its last."""
+    return torch.where(below, array[:, :1], array[:, -1:])
+
+
 @dataclass(frozen=True, eq=False)
 class MarginalGaussianization:
     """Increasing bijections ``u_d = T_d(s_d)`` of the real line, one per column.
@@ -208,35 +213,41 @@ class MarginalGaussianization:
             active[d] = True
         return cls(knots, values, slopes, active, method)
 
-    def _arrays(self, like: torch.Tensor):
-        return [
-            torch.as_tensor(a).to(like) for a in (self.knots, self.values, self.slopes)
+    def _lookup(self, v: torch.Tensor, by: str):
+        """The piece of each entry of ``v`` (n, D), located among ``by``.
+
+        ``by`` is ``"knots"`` (``v`` holds positions ``s``) or ``"values"``
+        (``v`` holds images ``u``). Returns ``v`` transposed to (D, n), the
+        piece index (-1 below the first knot, ``K - 1`` above the last),
+        the ends ``x0, x1, y0, y1`` and slopes ``m0, m1`` of the clamped
+        piece, and the arrays ``knots, values, slopes``, all (D, ...).
+        """
+        arrays = [
+            torch.as_tensor(a).to(v) for a in (self.knots, self.values, self.slopes)
         ]
+        knots, values, slopes = arrays
+        vt = v.T.contiguous()
+        grid = knots if by == "knots" else values
+        index = torch.searchsorted(grid, vt, right=True) - 1
+        piece = index.clamp(0, knots.shape[1] - 2)
+        ends = [a.gather(1, p) for a in arrays for p in (piece, piece + 1)]
+        return vt, index, ends, arrays
 
     def _pieces(self, s: torch.Tensor):
         """Value, first and second derivative of ``T`` at rows ``s`` (n, D)."""
-        knots, values, slopes = self._arrays(s)
-        st = s.T.contiguous()
-        index = torch.searchsorted(knots, st, right=True) - 1
-        piece = index.clamp(0, knots.shape[1] - 2)
-        x0, x1 = knots.gather(1, piece), knots.gather(1, piece + 1)
-        y0, y1 = values.gather(1, piece), values.gather(1, piece + 1)
-        m0, m1 = slopes.gather(1, piece), slopes.gather(1, piece + 1)
+        st, index, ends, (knots, values, slopes) = self._lookup(s, "knots")
+        x0, x1, y0, y1, m0, m1 = ends
         h = x1 - x0
         # Clamped so that the branches torch.where discards stay finite.
         t = ((st - x0) / h).clamp(0.0, 1.0)
         value, first, second = _hermite(t, h, y0, y1, m0, m1)
         # Linear tails beyond the first and last knots.
         below = index < 0
-        above = index >= knots.shape[1] - 1
-        tail = torch.where(below, values[:, :1], values[:, -1:]) + torch.where(
-            below, slopes[:, :1], slopes[:, -1:]
-        ) * (st - torch.where(below, knots[:, :1], knots[:, -1:]))
-        outside = below | above
+        outside = below | (index >= knots.shape[1] - 1)
+        slope = _end(below, slopes)
+        tail = _end(below, values) + slope * (st - _end(below, knots))
         value = torch.where(outside, tail, value)
-        first = torch.where(
-            outside, torch.where(below, slopes[:, :1], slopes[:, -1:]), first
-        )
+        first = torch.where(outside, slope, first)
         second = torch.where(outside, 0.0, second)
         return value.T, first.T, second.T
 
@@ -277,15 +288,10 @@ class MarginalGaussianization:
         bisection of its power form halves the bracket at every step, to
         2**-:data:`BISECTION_STEPS` of the piece.
         """
-        knots, values, slopes = self._arrays(u)
-        ut = u.T.contiguous()
-        index = torch.searchsorted(values, ut, right=True) - 1
-        piece = index.clamp(0, knots.shape[1] - 2)
-        x0, x1 = knots.gather(1, piece), knots.gather(1, piece + 1)
-        y0, y1 = values.gather(1, piece), values.gather(1, piece + 1)
+        ut, index, ends, (knots, values, slopes) = self._lookup(u, "values")
+        x0, x1, y0, y1, m0, m1 = ends
         h = x1 - x0
-        hm0 = h * slopes.gather(1, piece)
-        hm1 = h * slopes.gather(1, piece + 1)
+        hm0, hm1 = h * m0, h * m1
         rise = y1 - y0
         # T(x0 + t h) - u = ((c3 t + c2) t + c1) t + c0
         c0, c1 = y0 - ut, hm0
@@ -300,9 +306,7 @@ class MarginalGaussianization:
         t = low + 0.5 * width
         s = x0 + t * h
         below = index < 0
-        above = index >= knots.shape[1] - 1
-        tail = torch.where(below, knots[:, :1], knots[:, -1:]) + (
-            ut - torch.where(below, values[:, :1], values[:, -1:])
-        ) / torch.where(below, slopes[:, :1], slopes[:, -1:])
-        s = torch.where(below | above, tail, s)
+        outside = below | (index >= knots.shape[1] - 1)
+        tail = _end(below, knots) + (ut - _end(below, values)) / _end(below, slopes)
+        s = torch.where(outside, tail, s)
         return torch.where(self._active(u), s.T, u)
