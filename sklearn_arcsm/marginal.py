@@ -73,13 +73,34 @@ def n_knots_for(n_samples: int) -> int:
 def _column_knots(column: np.ndarray, probabilities: np.ndarray, normal: np.ndarray):
     """Distinct quantiles of ``column`` and their target values, ``(k,), (k,)``.
 
+    The first and last ``probabilities`` take the column's minimum and
+    maximum.
+
     Tied quantiles (an exact point mass) become one knot at the mean of
     their targets: an atom cannot be spread by a bijection.
     """
     quantiles = np.quantile(column, probabilities)
+    quantiles[0], quantiles[-1] = column.min(), column.max()
     knots, which = np.unique(quantiles, return_inverse=True)
     values = np.bincount(which, weights=normal) / np.bincount(which)
     return knots, values
+
+
+def _is_spiky(column: np.ndarray, probabilities: np.ndarray, normal: np.ndarray):
+    """Whether the steepest secant between the inner quantiles exceeds the ratio.
+
+    The inner quantiles only: the intervals out to the minimum and the
+    maximum are narrow by construction on a bounded column (a uniform
+    column's first quantile lies ``1/(2K)`` of its range from the minimum,
+    where the normal targets are ``Phi^-1(1/(2n))`` and ``Phi^-1(1/(2K))``).
+    The identity's slope is 1 in standardized units.
+    """
+    quantiles = np.quantile(column, probabilities[1:-1])
+    knots, which = np.unique(quantiles, return_inverse=True)
+    if len(knots) < 2:
+        return False
+    values = np.bincount(which, weights=normal[1:-1]) / np.bincount(which)
+    return bool(np.max(np.diff(values) / np.diff(knots)) > SPIKE_RATIO)
 
 
 def _slopes(knots: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -178,7 +199,15 @@ class MarginalGaussianization:
             raise ValueError(f"method must be 'auto' or 'quantile'; got {method!r}.")
         S = np.asarray(S, dtype=np.float64)
         k = n_knots_for(len(S)) if n_knots is None else int(n_knots)
-        probabilities = (np.arange(k) + 0.5) / k
+        # The K quantiles, and the sample's minimum and maximum at the
+        # plotting positions 1/(2n) and 1 - 1/(2n) (below 1/(4K)): the cubic
+        # then spans every training value, and the linear tails continue
+        # the outer intervals' secants, not the slope of a spike that would
+        # otherwise hold the outer quantiles (a pixel inked in 0.5% of the
+        # images has all of its quantiles in the blank box; continuing the
+        # box's slope sent its inked values to |u| in the thousands).
+        edge = min(0.5 / len(S), 0.25 / k)
+        probabilities = np.concatenate([[edge], (np.arange(k) + 0.5) / k, [1 - edge]])
         normal = torch.special.ndtri(torch.as_tensor(probabilities)).numpy()
         columns = []
         for column in S.T:
@@ -186,9 +215,7 @@ class MarginalGaussianization:
             if len(knots) < 2:
                 columns.append(None)  # a constant column (or one atom)
                 continue
-            secants = np.diff(values) / np.diff(knots)
-            # The identity's slope is 1 in standardized units.
-            if method == "quantile" or secants.max() > SPIKE_RATIO:
+            if method == "quantile" or _is_spiky(column, probabilities, normal):
                 columns.append((knots, values, _slopes(knots, values)))
             else:
                 columns.append(None)

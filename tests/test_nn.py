@@ -15,6 +15,7 @@ from sklearn_arcsm.nn import (
     check_context_network,
     made_masks,
 )
+from sklearn_arcsm.nn.arcsm import LOG_SCALE_BOUND, _location_scale
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
 from tests.conftest import examples
 
@@ -145,6 +146,29 @@ def test_arcsm_affine_layer_moves_and_scales_the_conditional():
         model.affine.bias.zero_()
     base = _conditional_log_prob_1d(model, x0, 0, t, sigma)
     torch.testing.assert_close(moved, base - log_scale)  # p(m + a v) = p_v(v) / a
+
+
+def test_arcsm_affine_scale_is_bounded_above_by_max_log_scale():
+    # Scales above e^MAX_LOG_SCALE would let the model squeeze a conditional
+    # below the quadrature's resolution (see MAX_LOG_SCALE); below 1 the
+    # range stays down to e^-LOG_SCALE_BOUND.
+    model = _arcsm(1)
+    x0 = torch.zeros(1, 1, dtype=torch.float64)
+    for raw, low, high in [(50.0, 0.49, 0.5), (-50.0, -5.0, -4.99)]:
+        with torch.no_grad():
+            model.affine.bias.copy_(torch.tensor([0.0, raw]))
+            _, _, log_scale = model.unpack(model.conditioner(x0)[0, 0])
+        assert low <= float(log_scale) <= high
+    # Smooth at 0: slope 1 from both sides.
+    raw = torch.tensor([[0.0, -1e-4], [0.0, 1e-4]], dtype=torch.float64)
+    _, log_scale = _location_scale(raw)
+    torch.testing.assert_close(log_scale, raw[:, 1], rtol=1e-6, atol=0)
+    # A module saved before the bound keeps the symmetric one it was fitted with.
+    state = model.__dict__.copy()
+    del state["max_log_scale"]
+    old = ARCSM.__new__(ARCSM)
+    old.__setstate__(state)
+    assert old.max_log_scale == LOG_SCALE_BOUND
 
 
 def test_arcsm_score_d_depends_on_x_up_to_d_only():
