@@ -42,6 +42,7 @@ from sklearn_arcsm.bounds import BoxBounds
 from sklearn_arcsm.callbacks import EstimatorCheckpoint
 from sklearn_arcsm.knot_quadrature import KnotRule
 from sklearn_arcsm.nn import ARCSM
+from sklearn_arcsm.nn.arcsm import LOG_SCALE_BOUND, MAX_LOG_SCALE
 
 # Window margin and Gaussian tail width, in standardized units: the model's
 # quadrature window is the training range widened by WINDOW_PAD on each side.
@@ -694,6 +695,13 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             module__image_shape=self._resolve_image_shape(n_features),
             module__kernel_size=self.kernel_size,
             module__mixed_precision=self.mixed_precision,
+            # A bounded zoom where the training loss reads the quadrature
+            # (see MAX_LOG_SCALE); score matching alone never does.
+            module__max_log_scale=(
+                MAX_LOG_SCALE
+                if "nll" in self._resolved("objective")
+                else LOG_SCALE_BOUND
+            ),
             criterion=torch.nn.Module,
             optimizer=torch.optim.Adam,
             lr=self._resolve_lr(batch_size),

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from sklearn_arcsm import quadrature
-from sklearn_arcsm.nn.arcsm import ARCSM
+from sklearn_arcsm.nn.arcsm import ARCSM, LOG_SCALE_BOUND
 from sklearn_arcsm.nn.conditional import default_embedding, embedding_width
 from sklearn_arcsm.nn.mlp import mlp
 from sklearn_arcsm.objectives import (
@@ -130,6 +130,9 @@ class CSMEntropyGradient(_EntropyGradient):
             upper=torch.full((latent_dim,), float(window)),
             n_conditions=n_conditions,
             embedding=embedding,
+            # Trained by score matching: the quadrature is never read in
+            # training, so the zoom keeps its full range (see MAX_LOG_SCALE).
+            max_log_scale=LOG_SCALE_BOUND,
         )
         self.register_buffer("sigma", torch.tensor(1.0))
 

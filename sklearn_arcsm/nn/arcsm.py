@@ -60,7 +60,10 @@ __all__ = ["ARCSM", "check_context_network"]
 # "log-likelihood" +85,510 nats per patch, against -2 to -13 per
 # conditional by a 32,768-node reference rule). With B_up = 1.5 the same
 # happened; with 0.5 it did not (91.3 nats per patch, early stopping at
-# epoch 34). Modules saved before this bound keep B_up = B.
+# epoch 34). Modules saved before this bound keep B_up = B, and models
+# trained by score matching alone (CSMScoreEstimator), which never evaluate
+# the quadrature in training, use B_up = B: the bound cost them accuracy (R^2
+# of a 2-D mixture's conditional scores 0.835 instead of above 0.85).
 LOG_SCALE_BOUND = 5.0
 MAX_LOG_SCALE = 0.5
 
@@ -126,6 +129,12 @@ class ARCSM(nn.Module):
         on each window (``head_sizes`` and ``n_frequencies`` unused).
     n_knots : int, default=96
         Knots of the spline head.
+    max_log_scale : float, default=MAX_LOG_SCALE
+        Upper bound of the affine layer's log-scale (the lower bound is
+        ``-LOG_SCALE_BOUND``). Keep it low where training reads the
+        likelihood through the quadrature (see ``MAX_LOG_SCALE``); training
+        by score matching alone never evaluates the quadrature, and may use
+        ``LOG_SCALE_BOUND``.
     """
 
     def __init__(
@@ -147,6 +156,7 @@ class ARCSM(nn.Module):
         embedding: nn.Module | None = None,
         score_head: str = "mlp",
         n_knots: int = 96,
+        max_log_scale: float = MAX_LOG_SCALE,
     ) -> None:
         super().__init__()
         if mixed_precision not in (None, "bf16"):
@@ -198,7 +208,7 @@ class ARCSM(nn.Module):
         self.register_buffer("lower", torch.as_tensor(lower, dtype=torch.float32))
         self.register_buffer("upper", torch.as_tensor(upper, dtype=torch.float32))
         self.affine = None
-        self.max_log_scale = MAX_LOG_SCALE
+        self.max_log_scale = float(max_log_scale)
         if affine:
             context_size = self.head.context_layer.in_features
             self.affine = nn.Linear(context_size, 2)
