@@ -120,9 +120,12 @@ def _mean_and_scale(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(scale > 0, scale, 1.0)
 
 
-def _to_model_space(bounds: BoxBounds, X: np.ndarray) -> np.ndarray:
-    """``bounds.forward`` of rows inside the box, as float64 numpy."""
-    return bounds.forward(torch.as_tensor(X, dtype=torch.float64)).numpy()
+def _to_model_space(elementwise_map, X: np.ndarray) -> np.ndarray:
+    """``elementwise_map.forward`` of numpy rows, as float64 numpy.
+
+    For the box's map (rows inside the box) and the marginal map alike.
+    """
+    return elementwise_map.forward(torch.as_tensor(X, dtype=torch.float64)).numpy()
 
 
 def default_noise_levels() -> np.ndarray:

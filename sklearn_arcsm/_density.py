@@ -9,7 +9,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from sklearn_arcsm._base import BaseCSMEstimator
+from sklearn_arcsm._base import BaseCSMEstimator, _to_model_space
 from sklearn_arcsm._docstrings import attributes_section, parameters_section
 from sklearn_arcsm._inference import _is_integer_at_least
 from sklearn_arcsm.marginal import MarginalGaussianization
@@ -195,7 +195,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
                 marginal = MarginalGaussianization.fit(S, self.marginal_transform)
                 if not marginal.active.any():
                     marginal = None  # nothing to map: skip the identity
-        U = S if marginal is None else _marginal_forward(marginal, S)
+        U = S if marginal is None else _to_model_space(marginal, S)
         if not continuing:
             whitening = None if self.whiten is None else Whitening.fit(U, self.whiten)
         Z = U if whitening is None else U @ whitening.matrix.T
@@ -219,9 +219,8 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
             raise ValueError(
                 f"marginal_transform={self.marginal_transform!r} differs from the "
                 f"fitted model's ({marginal.method!r}, in marginal_): a warm start "
-                "continues the "
-                "fitted model in its own coordinates. Set warm_start=False to "
-                "refit."
+                "continues the fitted model in its own coordinates. Set "
+                "warm_start=False to refit."
             )
 
     def __setstate__(self, state):
@@ -302,11 +301,12 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
 
     def _log_density_gradient_of(self, X: np.ndarray) -> np.ndarray:
         """:meth:`log_density_gradient` of validated rows ``X``."""
-        grad = self._log_density_gradient_standardized(self._standardized_tensor(X))
+        S = self._standardized_rows(X)
+        grad = self._log_density_gradient_standardized(self._model_coordinates(S))
         if self.whitening_ is not None:
             grad = self.whitening_.pullback(grad)
         if self.marginal_ is not None:
-            grad = self.marginal_.scores(self._standardized_rows(X), grad)
+            grad = self.marginal_.scores(S, grad)
         grad = grad / torch.as_tensor(self.scale_).to(grad)
         if self.bounds_ is not None:
             # The map onto R is elementwise: the 1-D chain rule per column.
@@ -549,8 +549,3 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
 """,
     ),
 )
-
-
-def _marginal_forward(marginal: MarginalGaussianization, S: np.ndarray) -> np.ndarray:
-    """``marginal.forward`` of numpy rows, float64."""
-    return marginal.forward(torch.as_tensor(S, dtype=torch.float64)).numpy()

@@ -158,7 +158,10 @@ class FittedModelMixin:
         For a bounded model (``bounds_``), ``X`` must be inside the box; it
         is mapped onto the real line first (:mod:`sklearn_arcsm.bounds`).
         """
-        S = self._standardized_rows(X)
+        return self._model_coordinates(self._standardized_rows(X))
+
+    def _model_coordinates(self, S: torch.Tensor) -> torch.Tensor:
+        """Standardized rows ``S`` mapped by ``marginal_``, then ``whitening_``."""
         marginal = self._marginal()
         if marginal is not None:
             S = marginal.forward(S)
