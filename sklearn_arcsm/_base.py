@@ -82,7 +82,9 @@ ADAPTIVE_LR_MIN = 1e-6
 # Format 7 added ARCSMDensity's `marginal_` (sklearn_arcsm.marginal), on by
 # default; older fits load without it, as they were fitted (older versions
 # of the package would ignore it and give wrong densities).
-PERSISTENCE_FORMAT = 7
+# Format 8 added ARCSMDensity's linear location term (linear_location, the
+# module's `skip`), on by default; older fits load without it.
+PERSISTENCE_FORMAT = 8
 # Tolerance of the adaptive rule (n_quadrature="auto"), in nats per
 # conditional: the estimated error of the level a conditional is accepted at
 # (see sklearn_arcsm.adaptive). Measured against a 2049-node float64
@@ -608,6 +610,10 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         """
         return S, {}
 
+    def _module_options(self) -> dict:
+        """Estimator-specific keyword arguments of the ARCSM module (none here)."""
+        return {}
+
     def _commit(self, net, fitted: dict) -> None:
         """Set every fitted attribute from a trained net."""
         for name, value in fitted.items():
@@ -724,6 +730,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             shuffle_seed=seeds["shuffle"],
             accelerator=accelerator,
             ema_decay=self._resolved("ema_decay"),
+            **{f"module__{k}": v for k, v in self._module_options().items()},
             **extra,
         )
         # Seed weight initialization without touching the caller's global

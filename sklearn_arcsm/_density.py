@@ -89,6 +89,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         **BaseCSMEstimator._parameter_constraints,
         "whiten": [None, StrOptions({"pca", "cholesky"})],
         "marginal_transform": [None, StrOptions({"auto", "quantile"})],
+        "linear_location": [StrOptions({"auto"}), "boolean"],
     }
 
     def __init__(
@@ -99,6 +100,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         bounds=None,
         marginal_transform="auto",
         whiten=None,
+        linear_location="auto",
         hidden_layer_sizes="auto",
         kernel_size=5,
         context_size=8,
@@ -158,6 +160,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
             random_state=random_state,
         )
         self.marginal_transform = marginal_transform
+        self.linear_location = linear_location
         self.whiten = whiten
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -199,7 +202,21 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         if not continuing:
             whitening = None if self.whiten is None else Whitening.fit(U, self.whiten)
         Z = U if whitening is None else U @ whitening.matrix.T
-        return Z, {"marginal_": marginal, "whitening_": whitening}
+        return Z, {
+            "marginal_": marginal,
+            "whitening_": whitening,
+            "linear_location_": self._resolved_linear_location(),
+        }
+
+    def _resolved_linear_location(self) -> bool:
+        # "auto": on for the MADE, whose conditionals it serves as a direct
+        # linear path; off for image backbones, whose contexts are local.
+        if self.linear_location == "auto":
+            return isinstance(self.backbone, str) and self.backbone == "made"
+        return bool(self.linear_location)
+
+    def _module_options(self) -> dict:
+        return {"linear_skip": self._resolved_linear_location()}
 
     def _check_same_maps(self):
         """A warm start continues in the fitted model's own coordinates."""
@@ -211,6 +228,13 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
                 f"({fitted_with!r}, in whitening_): a warm start continues the "
                 "fitted model in its own coordinates. Set warm_start=False to "
                 "refit."
+            )
+        if self._resolved_linear_location() != self.linear_location_:
+            raise ValueError(
+                f"linear_location={self.linear_location!r} differs from the fitted "
+                f"model's ({self.linear_location_!r}, in linear_location_): a warm "
+                "start continues the fitted network, whose layers are fixed. Set "
+                "warm_start=False to refit."
             )
         marginal = self.marginal_
         # (Under "auto" a fit may have mapped no column, which any setting
@@ -231,6 +255,10 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         if "net_" in state:
             state.setdefault("whitening_", None)
             state.setdefault("marginal_", None)
+        # Saved before the linear location term existed: fitted without one.
+        state.setdefault("linear_location", False)
+        if "net_" in state:
+            state.setdefault("linear_location_", False)
         super().__setstate__(state)
 
     def score_samples(self, X):
@@ -463,6 +491,25 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         switching 0.565 -> 0.973, measured with a prototype of the map).
         None: no map. See the user guide's "Marginal map".
 """,
+        linear_location="""\
+    linear_location : "auto" or bool, default="auto"
+        Give each conditional's location a linear term in the earlier
+        columns, ``m_d = m_d(c_d) + sum_{j<d} W_dj z_j``: a learned, strictly
+        lower-triangular ``W`` (zero at the start) beside the context
+        network, so that the least-squares regression of ``z_d`` on
+        ``z_<d``, which real tables are full of, is one linear layer away
+        instead of being assembled from hidden units. The density stays
+        exact and normalized (it is a location in the affine layer).
+        ``"auto"``: True with ``backbone="made"``, False with the PixelCNN
+        and custom backbones (local contexts). Measured against False
+        (held-out log-likelihood, one seed): breast cancer +3.4 nats per
+        row, image patches +4.8, diabetes +0.2, the quality suite's
+        mixed_ica32 -0.52 nats of KL, switching -0.06, other synthetic
+        targets within 0.02, the vowels -0.15; it costs 5.4 nats per image
+        on dequantized digits, whose blank pixels are a mode at a fixed
+        place that a moving location smears (False there). See the user
+        guide's "Linear location".
+""",
         whiten="""\
     whiten : {None, "cholesky", "pca"}, default=None
         Linear whitening of the standardized data before the model (exact:
@@ -541,6 +588,11 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
         The whitening map from ``whiten`` (None for none): the module models
         ``z = W u`` of the rows ``u`` (standardized, then mapped by
         ``marginal_``).
+""",
+        linear_location_="""\
+    linear_location_ : bool
+        Whether the module has the linear location term (``linear_location``
+        resolved; its weights are ``module_.skip``).
 """,
         marginal_="""\
     marginal_ : sklearn_arcsm.marginal.MarginalGaussianization or None

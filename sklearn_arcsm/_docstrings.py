@@ -22,6 +22,7 @@ PARAMETER_ORDER = (
     "bounds",
     "marginal_transform",  # ARCSMDensity only
     "whiten",  # ARCSMDensity only
+    "linear_location",  # ARCSMDensity only
     "hidden_layer_sizes",
     "kernel_size",
     "context_size",
@@ -272,6 +273,7 @@ ATTRIBUTE_ORDER = (
     "bounds_",
     "marginal_",  # ARCSMDensity only
     "whitening_",  # ARCSMDensity only
+    "linear_location_",  # ARCSMDensity only
     "mean_",  # documented together with scale_
     "noise_levels_",
     "objective_",
@@ -342,7 +344,14 @@ SHARED_ATTRIBUTES = {
 
 # Entries of one estimator only: documented where given, skipped elsewhere.
 ESTIMATOR_SPECIFIC = frozenset(
-    {"whiten", "whitening_", "marginal_transform", "marginal_"}
+    {
+        "whiten",
+        "whitening_",
+        "marginal_transform",
+        "marginal_",
+        "linear_location",
+        "linear_location_",
+    }
 )
 
 

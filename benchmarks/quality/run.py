@@ -44,6 +44,8 @@ METHODS = {
     # Linear whitening in front of the model (ARCSMDensity's whiten).
     "arcsm_cholesky": lambda X, s, q: peers.fit_arcsm(X, s, q, whiten="cholesky"),
     "arcsm_pca": lambda X, s, q: peers.fit_arcsm(X, s, q, whiten="pca"),
+    # Without the linear location term (ARCSMDensity's linear_location).
+    "arcsm_no_linear": lambda X, s, q: peers.fit_arcsm(X, s, q, linear_location=False),
     # The cubic-spline score head instead of the MLP (ARCSMDensity's score_head).
     "arcsm_spline": lambda X, s, q: peers.fit_arcsm(X, s, q, score_head="spline"),
     "gmm": peers.fit_gmm,

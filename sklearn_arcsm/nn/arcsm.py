@@ -26,6 +26,9 @@ the tails and the quadrature are unchanged in ``v``; what changes is that a
 conditional much narrower than the data's range (the funnel's, at small
 ``v``) or far from the window's centre is moved and scaled to where the
 quadrature grid resolves it. Both start at the identity (``m = 0, a = 1``).
+With ``linear_skip`` the location also has a linear term in ``x_<d``, the
+least-squares regression's form, learned directly instead of through the
+context network's hidden units.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from sklearn_arcsm.adaptive import AdaptiveRule
 from sklearn_arcsm.knot_quadrature import KnotRule
 from sklearn_arcsm.nn.conditional import ConditionalMADE
 from sklearn_arcsm.nn.conv import GatedPixelCNN
-from sklearn_arcsm.nn.made import MADE
+from sklearn_arcsm.nn.made import MADE, MaskedLinear
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
 from sklearn_arcsm.nn.spline_head import SplineScoreHead
 
@@ -135,6 +138,13 @@ class ARCSM(nn.Module):
         likelihood through the quadrature (see ``MAX_LOG_SCALE``); training
         by score matching alone never evaluates the quadrature, and may use
         ``LOG_SCALE_BOUND``.
+    linear_skip : bool or torch.Tensor of shape (D,), default=False
+        Add a strictly lower-triangular linear map of the input to the
+        affine layer's location, ``m_d = (affine(c_d))_0 + sum_{j<d} W_dj
+        x_j`` (a direct path from ``x_<d`` to ``m_d`` beside the context
+        network; zero at initialization). A boolean tensor gives it to the
+        dimensions marked ``True`` only. Needs ``affine=True``; ignored for
+        ``D = 1``.
     """
 
     def __init__(
@@ -157,6 +167,7 @@ class ARCSM(nn.Module):
         score_head: str = "mlp",
         n_knots: int = 96,
         max_log_scale: float = MAX_LOG_SCALE,
+        linear_skip: bool | torch.Tensor = False,
     ) -> None:
         super().__init__()
         if mixed_precision not in (None, "bf16"):
@@ -214,11 +225,20 @@ class ARCSM(nn.Module):
             self.affine = nn.Linear(context_size, 2)
             nn.init.zeros_(self.affine.weight)  # the identity at initialization
             nn.init.zeros_(self.affine.bias)
+        self.skip = None
+        rows = torch.as_tensor(linear_skip, dtype=torch.float32).expand(n_features)
+        if affine and n_features > 1 and bool(rows.any()):
+            # x_<d -> a linear term of the location m_d, strictly lower
+            # triangular; zero at initialization (the identity, as above).
+            mask = torch.ones(n_features, n_features).tril(-1) * rows[:, None]
+            self.skip = MaskedLinear(mask, bias=False)
+            nn.init.zeros_(self.skip.weight)
 
     def __setstate__(self, state):
         # Modules pickled before the affine layer existed behave as before.
         super().__setstate__(state)
         self._modules.setdefault("affine", None)
+        self._modules.setdefault("skip", None)
         self.__dict__.setdefault("mixed_precision", None)
         self.__dict__.setdefault("n_conditions", 0)
         # Saved before the upper bound on the affine log-scale.
@@ -234,7 +254,7 @@ class ARCSM(nn.Module):
         Split them with :meth:`unpack`. ``condition`` (batch, n_conditions):
         for a conditional model only, which then sees all of it.
         """
-        return self._conditioning(self._context(x, self.context_net, condition))
+        return self._conditioning(self._context(x, self.context_net, condition), x=x)
 
     def conditioner_at(
         self, x: torch.Tensor, d: int, condition: torch.Tensor | None = None
@@ -252,7 +272,7 @@ class ARCSM(nn.Module):
             context = self._context(x, lambda v: at(v, d))
         else:
             context = self._context(x, net, condition)[:, d]
-        return self._conditioning(context, d)
+        return self._conditioning(context, d, x)
 
     def _context(self, x, net, condition=None):
         """``net(x)`` or ``net(x, condition)``; under bf16 autocast when training so."""
@@ -276,13 +296,25 @@ class ARCSM(nn.Module):
             context = net(*args)
         return context.to(x.dtype)
 
-    def _conditioning(self, context, d=None):
+    def _conditioning(self, context, d=None, x=None):
         # Head biases and, with the affine layer, location and raw log-scale
         # (of every dimension, or of dimension d alone).
         bias = self.head.context_bias(context, d)
         if self.affine is None:
             return bias
-        return torch.cat([bias, self.affine(context)], dim=-1)
+        return torch.cat([bias, self._affine_raw(context, d, x)], dim=-1)
+
+    def _affine_raw(self, context, d=None, x=None):
+        """The affine layer's raw ``(..., 2)``, plus the linear skip's location term."""
+        raw = self.affine(context)
+        if self.skip is None:
+            return raw
+        weight = self.skip.weight * self.skip.mask
+        # (batch, D), or (batch,) for dimension d alone.
+        linear = x.to(weight.dtype) @ (weight.T if d is None else weight[d])
+        return torch.cat(
+            [raw[..., :1] + linear[..., None].to(raw.dtype), raw[..., 1:]], -1
+        )
 
     def unpack(
         self, conditioning: torch.Tensor
@@ -525,7 +557,7 @@ class ARCSM(nn.Module):
         v, log_scale = x, 0.0
         if self.affine is not None:
             location, log_scale = _location_scale(
-                self.affine(context), self.max_log_scale
+                self._affine_raw(context, x=x), self.max_log_scale
             )
             v = _window_coordinates(x, location, log_scale)
         n_rows, n_features = x.shape
