@@ -36,6 +36,21 @@ CHEAP_PARAMS = dict(
 )
 
 
+def saved_before(est, persistence_format, *names):
+    """``est`` as a pickle of an older format would load: without ``names``.
+
+    The attributes and parameters in ``names`` did not exist in that format;
+    ``__setstate__`` must fill them in as the old fit behaved.
+    """
+    state = est.__getstate__()
+    for name in names:
+        state.pop(name)
+    state["_arcsm_format"] = persistence_format
+    old = type(est).__new__(type(est))
+    old.__setstate__(state)
+    return old
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     # Tests that rely on randomness pass explicit seeds; this only makes

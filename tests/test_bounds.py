@@ -9,6 +9,7 @@ from scipy import integrate, stats
 
 from sklearn_arcsm import ARCSMDensity, CSMScoreEstimator
 from sklearn_arcsm.bounds import BoxBounds
+from tests.conftest import saved_before
 
 # Two-sided, free, two-sided, lower only, upper only.
 BOX = BoxBounds([0.0, -np.inf, -2.0, 1.0, -np.inf], [1.0, np.inf, 5.0, np.inf, 3.0])
@@ -275,12 +276,7 @@ def test_pickle_round_trip_and_old_format(box_fit):
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.score_samples(X[:5]), est.score_samples(X[:5]))
     plain = ARCSMDensity(max_epochs=2, random_state=0).fit(X)
-    state = plain.__getstate__()
-    state.pop("bounds")
-    state.pop("bounds_")
-    state["_arcsm_format"] = 3
-    old = ARCSMDensity.__new__(ARCSMDensity)
-    old.__setstate__(state)
+    old = saved_before(plain, 3, "bounds", "bounds_")
     assert old.bounds is None and old.bounds_ is None
     np.testing.assert_array_equal(old.score_samples(X[:5]), plain.score_samples(X[:5]))
 

@@ -22,7 +22,7 @@ def fitted():
 def _exact_nll(est, Z):
     sigma = torch.tensor(est.noise_levels_[-1], dtype=Z.dtype)
     with torch.no_grad():
-        return -est.module_.log_prob(Z, sigma, est.n_quadrature)
+        return -est.module_.log_prob(Z, sigma, est.quadrature_)
 
 
 def _float64_problem(est, X, rows):

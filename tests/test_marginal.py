@@ -11,6 +11,7 @@ from scipy.integrate import trapezoid
 
 from sklearn_arcsm import ARCSMDensity
 from sklearn_arcsm.marginal import SPIKE_RATIO, MarginalGaussianization, n_knots_for
+from tests.conftest import saved_before
 
 FIT = dict(
     max_epochs=8,
@@ -268,11 +269,6 @@ def test_pickle_round_trip_and_old_format(spiky_fit):
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.score_samples(X[:5]), est.score_samples(X[:5]))
     plain = ARCSMDensity(marginal_transform=None, max_epochs=2, random_state=0).fit(X)
-    state = plain.__getstate__()
-    state.pop("marginal_transform")
-    state.pop("marginal_")
-    state["_arcsm_format"] = 6
-    old = ARCSMDensity.__new__(ARCSMDensity)
-    old.__setstate__(state)
+    old = saved_before(plain, 6, "marginal_transform", "marginal_")
     assert old.marginal_transform is None and old.marginal_ is None
     np.testing.assert_array_equal(old.score_samples(X[:5]), plain.score_samples(X[:5]))

@@ -78,7 +78,11 @@ def _mixture_scores(rule, lower, upper, mix):
 @pytest.mark.parametrize(
     "rule, log_density_tol",
     [
-        (q.simpson(2 * N_CELLS), 1e-5),
+        # Unseeded hypothesis runs found 1.5e-5 and 3.6e-5 between the modes
+        # (gaps 6 and 5, second sd 0.31, log p = -11.5 and -8.3), where the
+        # score switches components within a few nodes (CI's derandomized
+        # examples stay below 1e-5).
+        (q.simpson(2 * N_CELLS), 1e-4),
         # Half the nodes: 6.4e-6 at the window edge (log p = -53), but up
         # to 2.2e-4 between the modes when the second component's sd (0.30)
         # is as narrow as a panel (0.30): there the score switches from one

@@ -10,6 +10,7 @@ from scipy.integrate import trapezoid
 
 from sklearn_arcsm import ARCSMDensity
 from sklearn_arcsm.whitening import Whitening
+from tests.conftest import saved_before
 
 METHODS = ("pca", "cholesky")
 FIT = dict(
@@ -224,12 +225,7 @@ def test_pickle_round_trip_and_old_format(whitened_fit):
     loaded = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(loaded.score_samples(X[:5]), est.score_samples(X[:5]))
     plain = ARCSMDensity(whiten=None, max_epochs=2, random_state=0).fit(X)
-    state = plain.__getstate__()
-    state.pop("whiten")
-    state.pop("whitening_")
-    state["_arcsm_format"] = 4
-    old = ARCSMDensity.__new__(ARCSMDensity)
-    old.__setstate__(state)
+    old = saved_before(plain, 4, "whiten", "whitening_")
     assert old.whiten is None and old.whitening_ is None
     np.testing.assert_array_equal(old.score_samples(X[:5]), plain.score_samples(X[:5]))
 
