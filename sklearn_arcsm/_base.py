@@ -562,7 +562,15 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             net.accelerator = accelerator
         else:
             net = self._build_net(
-                Z, levels, rule, device, seeds, valid, batch_size, accelerator
+                Z,
+                levels,
+                rule,
+                device,
+                seeds,
+                valid,
+                batch_size,
+                accelerator,
+                module_options=self._module_options(extra_fitted),
             )
         net.diverged_at_ = None
         fitted = dict(
@@ -610,8 +618,11 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         """
         return S, {}
 
-    def _module_options(self) -> dict:
-        """Estimator-specific keyword arguments of the ARCSM module (none here)."""
+    def _module_options(self, fitted: dict) -> dict:
+        """Estimator-specific keyword arguments of the ARCSM module (none here).
+
+        ``fitted``: the attributes :meth:`_to_model_coordinates` resolved.
+        """
         return {}
 
     def _commit(self, net, fitted: dict) -> None:
@@ -673,7 +684,16 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         return None if valid is None else predefined_split(Dataset(valid))
 
     def _build_net(
-        self, Z, levels, rule, device, seeds, valid, batch_size, accelerator=None
+        self,
+        Z,
+        levels,
+        rule,
+        device,
+        seeds,
+        valid,
+        batch_size,
+        accelerator=None,
+        module_options=None,
     ) -> CSMNet:
         n_features = Z.shape[1]
         hidden = (
@@ -730,7 +750,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             shuffle_seed=seeds["shuffle"],
             accelerator=accelerator,
             ema_decay=self._resolved("ema_decay"),
-            **{f"module__{k}": v for k, v in self._module_options().items()},
+            **{f"module__{k}": v for k, v in (module_options or {}).items()},
             **extra,
         )
         # Seed weight initialization without touching the caller's global

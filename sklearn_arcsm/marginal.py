@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["MarginalGaussianization", "SPIKE_RATIO", "n_knots_for"]
+__all__ = ["MarginalGaussianization", "SPIKE_RATIO", "n_knots_for", "spiky_columns"]
 
 # A column is near-singular where T_d's steepest secant exceeds this many
 # times the identity's slope (see the module docstring for the measurements
@@ -104,6 +104,35 @@ def _is_spiky(column: np.ndarray, probabilities: np.ndarray, normal: np.ndarray)
         return False
     values = np.bincount(which, weights=normal[1:-1]) / np.bincount(which)
     return bool(np.max(np.diff(values) / np.diff(knots)) > SPIKE_RATIO)
+
+
+def _plotting_positions(n_samples: int, n_knots: int | None = None):
+    """Probabilities of the knots and their standard-normal targets, ``(K + 2,)``.
+
+    The ``K`` quantiles, and the sample's minimum and maximum at the
+    plotting positions ``1/(2n)`` and ``1 - 1/(2n)`` (below ``1/(4K)``): the
+    cubic then spans every training value, and the linear tails continue
+    the outer intervals' secants, not the slope of a spike that would
+    otherwise hold the outer quantiles (a pixel inked in 0.5% of the images
+    has all of its quantiles in the blank box; continuing the box's slope
+    sent its inked values to ``|u|`` in the thousands).
+    """
+    k = n_knots_for(n_samples) if n_knots is None else int(n_knots)
+    edge = min(0.5 / n_samples, 0.25 / k)
+    probabilities = np.concatenate([[edge], (np.arange(k) + 0.5) / k, [1 - edge]])
+    normal = torch.special.ndtri(torch.as_tensor(probabilities)).numpy()
+    return probabilities, normal
+
+
+def spiky_columns(S: np.ndarray) -> np.ndarray:
+    """Which columns of standardized rows ``S`` hold a point mass, ``(D,)`` bool.
+
+    The test of ``marginal_transform="auto"``: the steepest secant of the
+    quantile map between inner quantiles exceeds :data:`SPIKE_RATIO`.
+    """
+    S = np.asarray(S, dtype=np.float64)
+    probabilities, normal = _plotting_positions(len(S))
+    return np.array([_is_spiky(c, probabilities, normal) for c in S.T], dtype=bool)
 
 
 def _slopes(knots: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -201,17 +230,7 @@ class MarginalGaussianization:
         if method not in ("auto", "quantile"):
             raise ValueError(f"method must be 'auto' or 'quantile'; got {method!r}.")
         S = np.asarray(S, dtype=np.float64)
-        k = n_knots_for(len(S)) if n_knots is None else int(n_knots)
-        # The K quantiles, and the sample's minimum and maximum at the
-        # plotting positions 1/(2n) and 1 - 1/(2n) (below 1/(4K)): the cubic
-        # then spans every training value, and the linear tails continue
-        # the outer intervals' secants, not the slope of a spike that would
-        # otherwise hold the outer quantiles (a pixel inked in 0.5% of the
-        # images has all of its quantiles in the blank box; continuing the
-        # box's slope sent its inked values to |u| in the thousands).
-        edge = min(0.5 / len(S), 0.25 / k)
-        probabilities = np.concatenate([[edge], (np.arange(k) + 0.5) / k, [1 - edge]])
-        normal = torch.special.ndtri(torch.as_tensor(probabilities)).numpy()
+        probabilities, normal = _plotting_positions(len(S), n_knots)
         columns = []
         for column in S.T:
             knots, values = _column_knots(column, probabilities, normal)

@@ -174,3 +174,31 @@ def test_pickle_round_trip_and_format_7(linear_data):
 def test_bad_setting_is_refused(linear_data):
     with pytest.raises(ValueError, match="linear_location"):
         ARCSMDensity(linear_location="yes").fit(linear_data)
+
+
+def _with_point_masses(n_spiky, n_features=4, seed=0):
+    # Columns that are 0 (dequantized onto a box 0.01 wide) in 60% of the
+    # rows and spread out otherwise: what marginal.spiky_columns flags.
+    rng = np.random.RandomState(seed)
+    X = rng.standard_normal((600, n_features))
+    X[:, 1:] += X[:, :1]
+    blank = rng.rand(600, n_spiky) < 0.6
+    X[:, :n_spiky] = np.where(
+        blank, 0.01 * rng.rand(600, n_spiky), 3.0 + X[:, :n_spiky]
+    )
+    return X
+
+
+def test_auto_is_off_where_many_columns_hold_a_point_mass():
+    # Blank pixels are modes at a fixed place that a location moving with
+    # the other columns smears (digits: -5.4 nats per image with the term).
+    one_epoch = {"max_epochs": 1, "random_state": 0}
+    mostly_blank = ARCSMDensity(**one_epoch).fit(_with_point_masses(2))
+    assert mostly_blank.linear_location_ is False and mostly_blank.module_.skip is None
+    one_in_four = ARCSMDensity(**one_epoch).fit(_with_point_masses(1))
+    assert one_in_four.linear_location_ is True
+    forced = ARCSMDensity(linear_location=True, **one_epoch)
+    assert forced.fit(_with_point_masses(2)).module_.skip is not None
+    # A warm start under "auto" continues whatever the fit resolved.
+    mostly_blank.set_params(warm_start=True)
+    assert mostly_blank.fit(_with_point_masses(2, seed=1)).linear_location_ is False
