@@ -270,14 +270,13 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     def __setstate__(self, state):
         state = dict(state)
         state.setdefault("whiten", None)  # saved before whitening existed
-        # Saved before the marginal map existed: fitted without one.
+        # Saved before the marginal map or the linear location term existed:
+        # fitted without them.
         state.setdefault("marginal_transform", None)
+        state.setdefault("linear_location", False)
         if "net_" in state:
             state.setdefault("whitening_", None)
             state.setdefault("marginal_", None)
-        # Saved before the linear location term existed: fitted without one.
-        state.setdefault("linear_location", False)
-        if "net_" in state:
             state.setdefault("linear_location_", False)
         super().__setstate__(state)
 
