@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from sklearn_arcsm._distributed import average_gradients
 from sklearn_arcsm.nn.averaging import ExponentialAverage
 from sklearn_arcsm.objectives import (
+    check_grid_cells,
     noise_conditional_csm,
     sampled_negative_log_likelihood,
 )
@@ -352,13 +353,19 @@ class CSMNet(NeuralNet):
         the score head's noise-level input. Training uses a few random
         dimensions per row (:func:`train_likelihood_dims`: one per 8
         features, at most 4) on a coarse grid (``TRAIN_LIKELIHOOD_CELLS``)
-        randomly shifted per row: a quarter of the cost of the inference
-        grid, and no fixed points to exploit. Validation uses the inference
+        randomly shifted per row, checked by a second shifted grid of
+        another spacing (:func:`~sklearn_arcsm.objectives.check_grid_cells`)
+        whose lower log-density counts: no fixed points to exploit, and no
+        gain from structure finer than the grids. Validation uses the inference
         rule (``quadrature``, adaptive by default) and ``min(D, 16)``
         distinct dimensions per row: the exact NLL up to 16 dimensions, a
         low-variance estimate beyond.
         """
         training = self.module_.training
+        check = None
+        if training and isinstance(self.train_cells, int):
+            # (A knot rule is exact: nothing to check.)
+            check = check_grid_cells(self.train_cells)
         return sampled_negative_log_likelihood(
             self.module_,
             x,
@@ -367,6 +374,7 @@ class CSMNet(NeuralNet):
             generator,
             n_dims=train_likelihood_dims(x.shape[1]) if training else 16,
             shifted=training,
+            check_rule=check,
         )
 
     def get_loss(self, y_pred, y_true=None, X=None, training=False):

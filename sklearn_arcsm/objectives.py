@@ -49,6 +49,7 @@ torch.Size([4096])
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -56,6 +57,7 @@ import torch
 from sklearn_arcsm.quadrature import PanelRule
 
 __all__ = [
+    "check_grid_cells",
     "composite_score_matching",
     "denoising_score_matching",
     "entropy_surrogate",
@@ -172,6 +174,7 @@ def sampled_negative_log_likelihood(
     generator: torch.Generator | None = None,
     n_dims: int = 1,
     shifted: bool = True,
+    check_rule: PanelRule | int | None = None,
 ) -> torch.Tensor:
     """Unbiased estimate of ``-log p(x)`` from ``n_dims`` conditionals per row.
 
@@ -200,6 +203,19 @@ def sampled_negative_log_likelihood(
         Shift each row's grid by a random fraction of a cell, so that a
         coarse training grid has no fixed points between which a spike of
         the score could hide mass.
+    check_rule : PanelRule or int, optional
+        A second rule, on a grid of another spacing with its own random
+        shift, that scores the same conditionals; each conditional then
+        counts with the lower of its two log-densities: their mean minus
+        half their disagreement. A resolved conditional reads the same on
+        both grids (up to discretization error), while structure finer than
+        the grids moves with their nodes and disagrees. Without the check,
+        maximum likelihood learns such structure when the data reward sharp
+        conditionals: on 6x6 image patches (35-D) the score head's
+        highest encoding frequencies built peaks between the nodes of the
+        64-cell training grid, whose estimate then read +1,793 nats per
+        patch where a 256-cell grid read -3,349 (see
+        :func:`check_grid_cells`).
 
     Returns
     -------
@@ -229,7 +245,33 @@ def sampled_negative_log_likelihood(
         conditioning=conditioning,
         rows=rows,
     )
+    if check_rule is not None:
+        check_shift = None
+        if shifted:
+            check_shift = torch.rand(
+                n_rows, generator=generator, dtype=x.dtype, device=x.device
+            )
+        check = model.dimension_log_prob(
+            x,
+            dims,
+            sigma,
+            check_rule,
+            shift=None if check_shift is None else check_shift.repeat(n_dims),
+            conditioning=conditioning,
+            rows=rows,
+        )
+        log_p = torch.minimum(log_p, check)
     return -n_features / n_dims * log_p.view(n_dims, n_rows).sum(dim=0)
+
+
+def check_grid_cells(cells: int) -> int:
+    """Cells of the check grid of a ``cells``-cell training grid.
+
+    ``round(sqrt(2) * cells)`` (64 -> 91): an irrational ratio of spacings,
+    so that the two grids' nodes never line up over the window, at about
+    1.4 times the first grid's cost.
+    """
+    return int(round(math.sqrt(2.0) * cells))
 
 
 def score_from_log_prob(log_prob_fn: Callable[[torch.Tensor], torch.Tensor]) -> ScoreFn:

@@ -130,7 +130,11 @@ def linear_data():
 
 
 def test_auto_resolves_by_backbone_and_the_fit_learns_the_regression(linear_data):
-    fast = {"max_epochs": 15, "random_state": 0}
+    # 30 epochs: at 15 the fit without the skip was still ahead (-1.624
+    # against -1.670 nats in sample); from 30 on, and at convergence, the
+    # skip is (-1.614 against -1.622; on 2,000 fresh rows -1.669 against
+    # -1.680).
+    fast = {"max_epochs": 30, "random_state": 0}
     est = ARCSMDensity(**fast).fit(linear_data)
     assert est.linear_location_ is True and est.module_.skip is not None
     # Standardized, the regression slope of z_2 on z_1 is about 0.995: the
