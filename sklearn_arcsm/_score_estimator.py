@@ -325,7 +325,7 @@ CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
         negative log-likelihood of the data, through the 1-D quadrature of
         ``min(4, ceil(D / 8))`` random conditionals per sample (on a
         randomly shifted 64-cell grid, checked by a 91-cell one whose lower
-        log-density counts: about 224 score-network evaluations per
+        log-density counts: about 316 score-network evaluations per
         conditional). ``"csm+nll"``: their
         sum. ``"auto"``: ``"csm"``. Score matching cannot see the relative
         mass of separated modes; the likelihood term can.

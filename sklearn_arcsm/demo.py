@@ -137,8 +137,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             "and on the 8x8 digits, print held-out mean log-likelihoods beside a "
             "validation-selected GaussianMixture, and save a figure of the "
             "learned 2-D density and of sampled digits. Normal mode needs about "
-            "80 s of CPU time (measured: 2.5 to 3.3 min wall-clock on a shared "
-            "2-core machine under a load average of 5 to 7); --quick about 10 s."
+            "3.5 min of CPU time (measured: 4.5 min wall-clock on a 2-core "
+            "machine); --quick about 10 s."
         ),
     )
     parser.add_argument(
