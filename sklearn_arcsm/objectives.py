@@ -224,9 +224,15 @@ def sampled_negative_log_likelihood(
     n_rows, n_features = x.shape
     n_dims = min(n_dims, n_features)
     offset = torch.randint(n_features, (n_rows,), generator=generator, device=x.device)
-    shift = None
-    if shifted:
+
+    def row_shifts():
+        # One fraction per row, shared by that row's n_dims terms.
+        if not shifted:
+            return None
         shift = torch.rand(n_rows, generator=generator, dtype=x.dtype, device=x.device)
+        return shift.repeat(n_dims)
+
+    shift = row_shifts()
     conditioning = model.conditioner(x)  # shared by all dimensions
     # All n_dims terms of every row in one call (term k of row i at entry
     # k * n_rows + i): one quadrature pass over n_dims * n_rows conditionals
@@ -236,31 +242,21 @@ def sampled_negative_log_likelihood(
     steps = torch.arange(n_dims, device=x.device)[:, None]
     dims = ((offset + steps) % n_features).flatten()
     rows = torch.arange(n_rows, device=x.device).repeat(n_dims)
-    log_p = model.dimension_log_prob(
-        x,
-        dims,
-        sigma,
-        rule,
-        shift=None if shift is None else shift.repeat(n_dims),
-        conditioning=conditioning,
-        rows=rows,
-    )
-    if check_rule is not None:
-        check_shift = None
-        if shifted:
-            check_shift = torch.rand(
-                n_rows, generator=generator, dtype=x.dtype, device=x.device
-            )
-        check = model.dimension_log_prob(
+
+    def log_densities(grid_rule, grid_shift):
+        return model.dimension_log_prob(
             x,
             dims,
             sigma,
-            check_rule,
-            shift=None if check_shift is None else check_shift.repeat(n_dims),
+            grid_rule,
+            shift=grid_shift,
             conditioning=conditioning,
             rows=rows,
         )
-        log_p = torch.minimum(log_p, check)
+
+    log_p = log_densities(rule, shift)
+    if check_rule is not None:
+        log_p = torch.minimum(log_p, log_densities(check_rule, row_shifts()))
     return -n_features / n_dims * log_p.view(n_dims, n_rows).sum(dim=0)
 
 
