@@ -126,28 +126,34 @@ def test_check_grid_scores_the_same_conditionals(fitted):
     # On a resolved model both grids read the same log-density, so the check
     # changes nothing beyond discretization error: it must score the very
     # conditionals of the first grid (same rows, same dimensions).
+    module, Z, sigma = _float64_problem(*fitted, rows=40)
+    for n_dims in (1, 2):
+        plain, checked = _without_and_with_check(module, Z, sigma, n_dims, seed=3)
+        torch.testing.assert_close(checked, plain, rtol=0, atol=2e-3)
+        assert torch.all(checked >= plain - 1e-12)  # the lower log-density
+
+
+def _without_and_with_check(model, x, sigma, n_dims, seed):
+    """The sampled NLL of ``x`` on the 64-cell training grid, then with its
+    check grid, from the same random draws."""
     from sklearn_arcsm.objectives import (
         check_grid_cells,
         sampled_negative_log_likelihood,
     )
 
-    module, Z, sigma = _float64_problem(*fitted, rows=40)
     with torch.no_grad():
-        for n_dims in (1, 2):
-            plain, checked = (
-                sampled_negative_log_likelihood(
-                    module,
-                    Z,
-                    sigma,
-                    64,
-                    torch.Generator().manual_seed(3),
-                    n_dims,
-                    check_rule=check,
-                )
-                for check in (None, check_grid_cells(64))
+        return tuple(
+            sampled_negative_log_likelihood(
+                model,
+                x,
+                sigma,
+                64,
+                torch.Generator().manual_seed(seed),
+                n_dims,
+                check_rule=check,
             )
-            torch.testing.assert_close(checked, plain, rtol=0, atol=2e-3)
-            assert torch.all(checked >= plain - 1e-12)  # the lower log-density
+            for check in (None, check_grid_cells(64))
+        )
 
 
 def _aliased_model(amplitude, omega):
@@ -182,10 +188,7 @@ def test_check_grid_removes_the_gain_of_structure_finer_than_the_grid():
     # optimistic on average (a model can lower its training loss by
     # learning it); the lower log-density of two grids of incommensurate
     # spacings is not. Measured: truth 4.625, one grid 4.049, checked 4.585.
-    from sklearn_arcsm.objectives import (
-        check_grid_cells,
-        sampled_negative_log_likelihood,
-    )
+    from sklearn_arcsm.objectives import sampled_negative_log_likelihood
 
     model = _aliased_model(amplitude=2.0, omega=30.0)
     x = torch.tensor([[0.3, -0.7]], dtype=torch.float64).repeat(4000, 1)
@@ -194,20 +197,10 @@ def test_check_grid_removes_the_gain_of_structure_finer_than_the_grid():
         truth = sampled_negative_log_likelihood(
             model, x[:1], sigma, 40000, n_dims=2, shifted=False
         ).item()
-        one_grid, checked = (
-            sampled_negative_log_likelihood(
-                model,
-                x,
-                sigma,
-                64,
-                torch.Generator().manual_seed(0),
-                n_dims=2,
-                check_rule=check,
-            )
-            .mean()
-            .item()
-            for check in (None, check_grid_cells(64))
-        )
+    one_grid, checked = (
+        nll.mean().item()
+        for nll in _without_and_with_check(model, x, sigma, n_dims=2, seed=0)
+    )
     assert one_grid < truth - 0.3  # the failure the check exists for
     assert checked > truth - 0.1, (truth, one_grid, checked)
 
