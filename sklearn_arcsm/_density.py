@@ -115,7 +115,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         score_head="mlp",
         head_layer_sizes=(32, 32),
         n_frequencies=6,
-        n_knots=96,
+        n_knots=24,
         objective="auto",
         noise_levels=None,
         n_quadrature="auto",

@@ -130,7 +130,7 @@ class ARCSM(nn.Module):
         ``head_sizes`` and ``n_frequencies``; ``"spline"``:
         :class:`~sklearn_arcsm.nn.SplineScoreHead` with ``n_knots`` knots
         on each window (``head_sizes`` and ``n_frequencies`` unused).
-    n_knots : int, default=96
+    n_knots : int, default=24
         Knots of the spline head.
     max_log_scale : float, default=MAX_LOG_SCALE
         Upper bound of the affine layer's log-scale (the lower bound is
@@ -165,7 +165,7 @@ class ARCSM(nn.Module):
         n_conditions: int = 0,
         embedding: nn.Module | None = None,
         score_head: str = "mlp",
-        n_knots: int = 96,
+        n_knots: int = 24,
         max_log_scale: float = MAX_LOG_SCALE,
         linear_skip: bool | torch.Tensor = False,
     ) -> None:

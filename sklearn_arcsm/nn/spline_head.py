@@ -42,7 +42,7 @@ class SplineScoreHead(nn.Module):
         Number of dimensions ``D``; each gets learned coefficient offsets.
     context_size : int
         Width ``H`` of the context vectors fed in by the context network.
-    n_knots : int, default=96
+    n_knots : int, default=24
         Knots on ``[-1, 1]``, ends included (``n_knots - 1`` equal
         intervals); there are ``n_knots + 2`` B-splines, as in
         scikit-learn's ``SplineTransformer`` with ``degree=3``.
@@ -51,7 +51,7 @@ class SplineScoreHead(nn.Module):
     # ARCSM maps window points onto [-1, 1] before calling this head.
     window_relative = True
 
-    def __init__(self, n_features: int, context_size: int, n_knots: int = 96) -> None:
+    def __init__(self, n_features: int, context_size: int, n_knots: int = 24) -> None:
         super().__init__()
         if n_knots < 2:
             raise ValueError(f"a spline head needs n_knots >= 2; got {n_knots}.")
