@@ -26,8 +26,8 @@ A second table gives, for the fitted D = 16 models, the log-density error of
 each quadrature setting against a float64 reference (max and mean over test
 rows, nats per row) and its scoring time: Chebyshev panels of order 16, 128
 of them for the MLP head (2049 nodes) and two per knot interval for the
-spline head (3041 nodes at 96 knots; panels that straddle the spline's knots
-would converge only algebraically).
+spline head (737 nodes at its default 24 knots; panels that straddle the
+spline's knots would converge only algebraically).
 """
 
 from __future__ import annotations
