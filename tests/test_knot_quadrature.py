@@ -348,3 +348,23 @@ def test_knot_rule_gradients_and_inpainting_on_a_fitted_spline_model():
     filled = est.inpaint(x, mask, n_steps=5, random_state=0)
     np.testing.assert_array_equal(filled[:, 1:], x[:, 1:])
     assert np.all(np.isfinite(filled)) and not np.allclose(filled[:, 0], x[:, 0])
+
+
+def test_only_knot_rule_fits_keep_the_full_zoom_out():
+    # The zoom-out bound (MAX_LOG_SCALE) guards quadratures whose nodes a
+    # zoomed-out conditional can hide structure between (the MLP head's
+    # grids); the knot rule integrates any spline, so a spline model trained
+    # on it keeps the full range (its exactness on a trained model is
+    # checked above). A spline head on a fixed rule keeps the bound.
+    from sklearn_arcsm.nn.arcsm import LOG_SCALE_BOUND, MAX_LOG_SCALE
+
+    X = np.random.default_rng(0).standard_normal((120, 2))
+    cases = [
+        ({"score_head": "spline"}, LOG_SCALE_BOUND),
+        ({"score_head": "spline", "n_quadrature": 64}, MAX_LOG_SCALE),
+        ({}, MAX_LOG_SCALE),
+        ({"score_head": "spline", "objective": "csm"}, LOG_SCALE_BOUND),
+    ]
+    for params, bound in cases:
+        est = ARCSMDensity(max_epochs=1, random_state=0, **params).fit(X)
+        assert est._inference_module().max_log_scale == bound, params

@@ -66,7 +66,11 @@ __all__ = ["ARCSM", "check_context_network"]
 # epoch 34). Modules saved before this bound keep B_up = B, and models
 # trained by score matching alone (CSMScoreEstimator), which never evaluate
 # the quadrature in training, use B_up = B: the bound cost them accuracy (R^2
-# of a 2-D mixture's conditional scores 0.835 instead of above 0.85).
+# of a 2-D mixture's conditional scores 0.835 instead of above 0.85). So do
+# spline-head models trained on the knot rule, which has no nodes to hide
+# between (its node count follows the spline's slope): for them the zoom-out
+# is needed, since their knots are spread over the window, and a conditional
+# that widens with its context (Student t) otherwise has to change shape.
 LOG_SCALE_BOUND = 5.0
 MAX_LOG_SCALE = 0.5
 
