@@ -128,14 +128,15 @@ SHARED_PARAMETERS = {
         ``n_frequencies``). ``"spline"``: a cubic spline of ``x_d`` on each
         conditional's window, ``n_knots`` knots, coefficients linear in the
         context (:class:`~sklearn_arcsm.nn.SplineScoreHead`), integrated by
-        its exact knot rule: the fast model. In one run of the inference
+        its exact knot rule: the fast model. In two runs of the inference
         benchmark it scored rows in 0.5 to 0.6 times a neural spline flow's
-        time (the MLP head: 10 to 11 times), sampled in at most 0.6 times
+        time (the MLP head: 9 to 11 times), sampled in at most 0.7 times
         and trained an epoch in 0.12 to 0.34 times the flow's. It is ahead
-        of the MLP on mixture, banana and mixed_ica32 and level on the
-        rings, but behind it on heavy tails and sharp switching conditionals
-        (Student t 0.121 against 0.068 nats of KL, switching 0.819 against
-        0.379) and on three of five real tables (see the user guide).
+        of the MLP on the rings, mixture, banana and the funnel (0.024
+        against 0.038 nats of KL), but behind it on heavy tails and sharply
+        switching conditionals (Student t 0.089 against 0.068, switching
+        0.828 against 0.379) and on three of five real tables (see the user
+        guide).
 """,
     "head_layer_sizes": """\
     head_layer_sizes : tuple of int, default=(32, 32)
@@ -160,8 +161,9 @@ SHARED_PARAMETERS = {
         knots give smoother conditionals and cheaper quadrature: 24 fitted
         the synthetic suite and four of five real tables as well as or
         better than 96 (funnel 0.045 against 0.107 nats of KL, mixture 0.055
-        against 0.086) and scored 3 to 6 times faster; digits, whose grey
-        levels leave steps, lost 0.9 nats per image (-99.05 against -98.16).
+        against 0.086, both under the zoom-out bound of the time) and scored
+        3 to 6 times faster; digits, whose grey levels leave steps, lost 0.9
+        nats per image (-99.05 against -98.16).
 """,
     "batch_size": """\
     batch_size : "auto" or int, default="auto"
