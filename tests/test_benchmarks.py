@@ -38,7 +38,14 @@ def test_benchmark_command_quick_mode_writes_its_tables(tmp_path):
 
 def test_quality_benchmark_quick_mode_writes_its_table(tmp_path):
     # Flows need zuko (the benchmarks extra); every other method runs here.
-    methods = ["arcsm", "arcsm_csm", "arcsm_csm_nll", "gmm", "kde"]
+    methods = [
+        "arcsm",
+        "arcsm_csm",
+        "arcsm_csm_nll",
+        "arcsm_spline_ensemble",
+        "gmm",
+        "kde",
+    ]
     _run_quick(
         "benchmarks/quality/run.py",
         *("--targets", "banana", "--methods", *methods),

@@ -48,6 +48,10 @@ METHODS = {
     "arcsm_no_linear": lambda X, s, q: peers.fit_arcsm(X, s, q, linear_location=False),
     # The cubic-spline score head instead of the MLP (ARCSMDensity's score_head).
     "arcsm_spline": lambda X, s, q: peers.fit_arcsm(X, s, q, score_head="spline"),
+    # Four orderings of it (ARCSMEnsemble): affordable with the fast head.
+    "arcsm_spline_ensemble": lambda X, s, q: peers.fit_arcsm_ensemble(
+        X, s, q, n_orderings=4, score_head="spline"
+    ),
     "gmm": peers.fit_gmm,
     "kde": peers.fit_kde,
     "maf": lambda X, s, q: peers.fit_flow(X, s, "maf", q),
