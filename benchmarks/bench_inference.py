@@ -20,7 +20,9 @@ process, with the same threads:
 
 and the same three for ``ARCSMDensity(score_head="spline")`` (a cubic-spline
 score head instead of the MLP, scored, sampled and trained with its knot
-rule, :mod:`sklearn_arcsm.knot_quadrature`; the "spline" columns).
+rule, :mod:`sklearn_arcsm.knot_quadrature`; the "spline" columns), plus
+scoring and sampling for ``ARCSMEnsemble`` of four such models in four
+variable orders (the "4-order ensemble" columns).
 
 A second table gives, for the fitted D = 16 models, the log-density error of
 each quadrature setting against a float64 reference (max and mean over test
@@ -47,7 +49,7 @@ from bench_report import (
 )
 from threadpoolctl import threadpool_limits
 
-from sklearn_arcsm import ARCSMDensity, quadrature
+from sklearn_arcsm import ARCSMDensity, ARCSMEnsemble, quadrature
 from sklearn_arcsm._base import QUADRATURE_TOL
 from sklearn_arcsm.adaptive import AdaptiveRule
 from sklearn_arcsm.knot_quadrature import KnotRule
@@ -123,6 +125,14 @@ def _fit_arcsm(X: np.ndarray, epochs: int, score_head: str = "mlp"):
     ).fit(X)
 
 
+def _fit_spline_ensemble(X: np.ndarray, epochs: int):
+    """Four orderings of the spline head (the user guide's accurate and fast pick)."""
+    member = ARCSMDensity(
+        score_head="spline", max_epochs=epochs, early_stopping=False, random_state=0
+    )
+    return ARCSMEnsemble(member, n_orderings=4, random_state=0).fit(X)
+
+
 def _nodes_per_conditional(est, X_test: np.ndarray) -> float:
     """Nodes per conditional of the fitted rule.
 
@@ -163,6 +173,7 @@ def speed_rows(config: InferenceConfig, log=print) -> list[dict]:
         X_test = make_data(dim, config.n_test, seed=1)
         est = _fit_arcsm(X, config.arcsm_epochs)
         spline = _fit_arcsm(X, config.arcsm_epochs, "spline")
+        ensemble = _fit_spline_ensemble(X, config.arcsm_epochs)
         flow, nsf_epoch = _fit_nsf(X, config.nsf_epochs)
         test = torch.as_tensor(X_test, dtype=torch.float32)
         with torch.no_grad():
@@ -173,6 +184,10 @@ def speed_rows(config: InferenceConfig, log=print) -> list[dict]:
         spline_score, _ = _timed(lambda e=spline, x=X_test: e.score_samples(x))
         spline_sample, _ = _timed(
             lambda e=spline: e.sample(config.n_sample, random_state=0)
+        )
+        ensemble_score, _ = _timed(lambda e=ensemble, x=X_test: e.score_samples(x))
+        ensemble_sample, _ = _timed(
+            lambda e=ensemble: e.sample(config.n_sample, random_state=0)
         )
         adaptive = est.quadrature_
         est.quadrature_ = quadrature.simpson(256)  # the previous default rule
@@ -198,6 +213,10 @@ def speed_rows(config: InferenceConfig, log=print) -> list[dict]:
             spline_sample_ratio=spline_sample / nsf_sample,
             spline_epoch_s=_epoch_seconds(spline),
             spline_epoch_ratio=_epoch_seconds(spline) / nsf_epoch,
+            ensemble_score_s=ensemble_score,
+            ensemble_score_ratio=ensemble_score / nsf_score,
+            ensemble_sample_s=ensemble_sample,
+            ensemble_sample_ratio=ensemble_sample / nsf_sample,
         )
         log(", ".join(f"{k}={v:.3g}" for k, v in row.items()))
         rows.append(row)
@@ -287,6 +306,10 @@ SPLINE_COLUMNS = [
     ("spline_sample_ratio", "ratio to NSF", "{:.1f}x"),
     ("spline_epoch_s", "spline epoch s", "{:.2f}"),
     ("spline_epoch_ratio", "ratio to NSF", "{:.2f}x"),
+    ("ensemble_score_s", "4-order ensemble score s", "{:.3f}"),
+    ("ensemble_score_ratio", "ratio to NSF", "{:.1f}x"),
+    ("ensemble_sample_s", "4-order ensemble sample s", "{:.3f}"),
+    ("ensemble_sample_ratio", "ratio to NSF", "{:.2f}x"),
 ]
 ERROR_COLUMNS = [
     ("D", "D", "{}"),

@@ -67,6 +67,9 @@ def test_inference_benchmark_quick_mode_writes_its_tables(tmp_path):
     assert "knot rule, spline head" in table
     payload = json.loads((tmp_path / "inference.json").read_text())
     assert all(row["spline_score_s"] > 0 for row in payload["speed"])
+    # and the four-order spline ensemble's scoring and sampling
+    assert "4-order ensemble score s" in table
+    assert all(row["ensemble_sample_s"] > 0 for row in payload["speed"])
     assert (tmp_path / "inference.json").stat().st_size > 0
 
 
