@@ -128,10 +128,10 @@ SHARED_PARAMETERS = {
         ``n_frequencies``). ``"spline"``: a cubic spline of ``x_d`` on each
         conditional's window, ``n_knots`` knots, coefficients linear in the
         context (:class:`~sklearn_arcsm.nn.SplineScoreHead`), integrated by
-        its exact knot rule: the fast model. In two runs of the inference
-        benchmark it scored rows in 0.5 to 0.6 times a neural spline flow's
-        time (the MLP head: 9 to 11 times), sampled in at most 0.7 times
-        and trained an epoch in 0.12 to 0.34 times the flow's. It is ahead
+        its exact knot rule: the fast model. In three runs of the inference
+        benchmark it scored rows in 0.5 to 0.7 times a neural spline flow's
+        time (the MLP head: 9 to 15 times), sampled in at most 0.7 times
+        and trained an epoch in 0.12 to 0.37 times the flow's. It is ahead
         of the MLP on the rings, mixture, banana and the funnel (0.024
         against 0.038 nats of KL), but behind it on heavy tails and sharply
         switching conditionals (Student t 0.089 against 0.068, switching
