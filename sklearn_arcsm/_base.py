@@ -403,7 +403,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         (its nodes follow the spline's slope): both keep the full range.
         With it the spline head fits conditionals that widen with the
         context (Student t 0.121 -> 0.089 nats of KL, funnel 0.045 ->
-        0.024; ``benchmarks/quality/results/spline_knots/``).
+        0.024; ``benchmarks/quality/results/spline_zoom/``).
         """
         if "nll" not in self._resolved("objective"):
             return LOG_SCALE_BOUND
