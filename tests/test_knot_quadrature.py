@@ -153,14 +153,36 @@ def test_each_level_is_accurate_up_to_its_slope_bound(kind):
 
 
 def test_levels_grow_with_the_slope_and_nan_stays_nan():
-    lower, upper = torch.tensor([-1.0] * 5).double(), torch.tensor([1.0] * 5).double()
     h = 2.0 / 9
-    slopes = torch.tensor([0.1, 0.6, 9.0, 40.0, math.nan], dtype=torch.float64)
-    coef = torch.zeros(5, 12, dtype=torch.float64)
+    slopes = torch.tensor([0.1, 0.6, 9.0, 40.0, 200.0, math.nan], dtype=torch.float64)
+    lower, upper = torch.tensor([-1.0] * 6).double(), torch.tensor([1.0] * 6).double()
+    coef = torch.zeros(6, 12, dtype=torch.float64)
     coef[:, 5] = slopes / h
-    assert RULE.node_counts(coef, lower, upper).tolist() == [4, 8, 16, 32, 32]
+    assert RULE.node_counts(coef, lower, upper).tolist() == [4, 8, 16, 32, 64, 64]
     log_z = RULE.log_normalizer(coef, lower, upper, 1.0)
-    assert torch.isfinite(log_z[:4]).all() and torch.isnan(log_z[4])
+    assert torch.isfinite(log_z[:5]).all() and torch.isnan(log_z[5])
+
+
+def test_steep_splines_get_enough_nodes():
+    # Beyond the calibrated bounds 32 nodes per interval fail (wiggles of
+    # slope 512 per interval: about 1e-3 nats); the top level stays exact.
+    n_rows, n_knots = 500, 24
+    lower = torch.full((n_rows,), -3.0, dtype=torch.float64)
+    upper = -lower
+    h = 6.0 / (n_knots - 1)
+    g = torch.Generator().manual_seed(1)
+    unit = 2 * torch.rand(n_rows, n_knots + 2, generator=g, dtype=torch.float64) - 1
+    coef = unit * 512.0 / h
+    energy = RULE.knot_energies(coef, lower, upper)
+    slope = RULE.slope_bounds(coef, lower, upper)
+    args = (coef, energy, (upper - lower) / (n_knots - 1))
+    reference = knot_quadrature._log_inside_mass(*args, 128, slope)
+    coarse = knot_quadrature._log_inside_mass(*args, 32, slope)
+    assert (coarse - reference).abs().max() > 1e-5  # the case is hard
+    inside = RULE._by_level(
+        knot_quadrature._log_inside_mass, coef, energy, lower, upper
+    )
+    assert (inside - reference).abs().max() < 1e-9
 
 
 def test_log_density_is_differentiable_in_the_coefficients():
