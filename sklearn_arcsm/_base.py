@@ -392,7 +392,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             return TRAIN_LIKELIHOOD_CELLS
         return min(TRAIN_LIKELIHOOD_CELLS, 4 * int(self.n_quadrature))
 
-    def _max_log_scale(self) -> float:
+    def _max_log_scale(self, train_cells: int | KnotRule) -> float:
         """Upper bound of the affine layer's log-scale (see ``MAX_LOG_SCALE``).
 
         The bound keeps a zoomed-out conditional from hiding structure
@@ -403,13 +403,13 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         (its nodes follow the spline's slope): both keep the full range.
         With it the spline head fits conditionals that widen with the
         context (Student t 0.121 -> 0.089 nats of KL, funnel 0.045 ->
-        0.024; ``benchmarks/quality/results/spline_zoom/``).
+        0.024; ``benchmarks/quality/results/spline_zoom/``). ``train_cells``
+        is the training likelihood's rule, :meth:`_train_cells`.
         """
-        if "nll" not in self._resolved("objective"):
-            return LOG_SCALE_BOUND
-        if isinstance(self._train_cells(), KnotRule):
-            return LOG_SCALE_BOUND
-        return MAX_LOG_SCALE
+        reads_grids = "nll" in self._resolved("objective")
+        if reads_grids and not isinstance(train_cells, KnotRule):
+            return MAX_LOG_SCALE
+        return LOG_SCALE_BOUND
 
     def _resolve_lr(self, batch_size: int) -> float:
         """Adam's initial learning rate for mini-batches of ``batch_size`` rows."""
@@ -715,6 +715,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         module_options=None,
     ) -> CSMNet:
         n_features = Z.shape[1]
+        train_cells = self._train_cells()
         hidden = (
             default_hidden_sizes(n_features, self.backbone)
             if isinstance(self.hidden_layer_sizes, str)
@@ -743,7 +744,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             module__image_shape=self._resolve_image_shape(n_features),
             module__kernel_size=self.kernel_size,
             module__mixed_precision=self.mixed_precision,
-            module__max_log_scale=self._max_log_scale(),
+            module__max_log_scale=self._max_log_scale(train_cells),
             criterion=torch.nn.Module,
             optimizer=torch.optim.Adam,
             lr=self._resolve_lr(batch_size),
@@ -757,7 +758,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             objective=self._resolved("objective"),
             valid_objective=self._validation_objective,
             quadrature=rule,
-            train_cells=self._train_cells(),
+            train_cells=train_cells,
             train_seed=seeds["train"],
             valid_seed=seeds["valid"],
             shuffle_seed=seeds["shuffle"],

@@ -27,9 +27,9 @@ to 32, 32 up to 128, 64 beyond (a density that changes by ``e**128`` within
 one knot interval; the spline head's full zoom-out range lets fits reach
 ``L`` of 55, and 32 nodes erred by 3e-7 nats at ``L = 256`` and 1.5e-3 at
 512, where 64 nodes stay within 2e-12 of 128). The bounds are calibrated
-on the worst case, coefficients that
-alternate in sign or are independent uniform draws (the spline then wiggles
-at the knot spacing, which fitted models do not): the largest error of
+on the worst case, coefficients that alternate in sign or are independent
+uniform draws (the spline then wiggles at the knot spacing, which fitted
+models do not): the largest error of
 ``log Z`` against 64 nodes per interval, over 20,000 such conditionals each,
 was 3e-7 nats for 4 nodes at ``L = 0.5``, 3e-8 for 8 nodes at ``L = 8`` and
 2e-11 for 16 nodes at ``L = 32``; on a fitted 16-D model (``L`` up to 0.54)
