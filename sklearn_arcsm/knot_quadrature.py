@@ -70,6 +70,10 @@ __all__ = ["KnotRule"]
 # docstring; the last level takes every steeper conditional.
 _NODES = (4, 8, 16, 32, 64)
 _MAX_SLOPE = (0.5, 8.0, 32.0, 128.0)
+# Levels up to this many nodes (slope bounds up to 32) shift their node
+# energies by the slope bound instead of the true maximum (see
+# _node_exponentials).
+_BOUNDED_SHIFT_NODES = 16
 
 
 @dataclass(frozen=True)
@@ -343,13 +347,15 @@ def _node_exponentials(coef, energy, h, m, slope):
     """``exp(E - shift)`` at ``m`` nodes per interval ``(n, m, I)``, shift, weights.
 
     ``slope`` ``(n,)`` bounds the energy's change within any interval, so no
-    node lies above ``max_j E_j + slope``: that shift replaces logsumexp's
-    max pass (exp cannot overflow; what underflows is below ``e**-700`` of
-    the largest node, except on the last level, where the bound may be
-    loose and the true maximum is used).
+    node lies above ``max_j E_j + slope`` and the largest lies above
+    ``max_j E_j - slope``: for the levels of ``slope <= 32`` that shift
+    replaces logsumexp's max pass (exp cannot overflow, and the largest
+    node keeps at least ``e**-64``). Steeper levels take the true maximum:
+    there ``e**(-2 slope)`` can underflow float32 (below ``e**-103`` every
+    node became zero and ``log Z`` infinite, which stopped training).
     """
     beta, weights = _gauss_legendre(m, coef.dtype, coef.device)
-    if m == _NODES[-1]:
+    if m > _BOUNDED_SHIFT_NODES:
         nodes = _interval_energies(coef, energy, h, beta)
         shift = nodes.detach().amax(dim=(-2, -1))
         nodes = nodes - shift[:, None, None]

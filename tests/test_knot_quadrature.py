@@ -185,6 +185,28 @@ def test_steep_splines_get_enough_nodes():
     assert (inside - reference).abs().max() < 1e-9
 
 
+@pytest.mark.parametrize("slope", [40.0, 120.0, 127.0, 200.0])
+def test_steep_levels_stay_finite_and_exact_in_float32(slope):
+    # Training runs in float32. A bump whose energy climbs by `slope` per
+    # knot interval, then falls: shifting the nodes by max E + slope leaves
+    # the largest node near exp(-slope), which float32 flushes to zero
+    # beyond slope ~103 (log Z became -inf and stopped a Student t fit at
+    # its third epoch); the steep levels take the true maximum instead.
+    n_knots = 24
+    lower, upper = -1.0, 1.0
+    h = (upper - lower) / (n_knots - 1)
+    coef64 = torch.full((1, n_knots + 2), slope / h, dtype=torch.float64)
+    coef64[:, (n_knots + 2) // 2 :] *= -1
+    bounds64 = torch.tensor([lower], dtype=torch.float64), torch.tensor([upper])
+    reference = RULE.log_normalizer(coef64, *bounds64, 1.0)
+    coef32 = coef64.float()
+    bounds32 = torch.tensor([lower]), torch.tensor([upper])
+    log_z = RULE.log_normalizer(coef32, *bounds32, 1.0)
+    assert torch.isfinite(log_z).all()
+    # float32's resolution at log Z ~ 10 slope.
+    assert float((log_z.double() - reference).abs() / reference.abs()) < 1e-6
+
+
 def test_log_density_is_differentiable_in_the_coefficients():
     coef = _coefficients(3, 6, 1.0).requires_grad_(True)
     lower, upper = _windows(3)
