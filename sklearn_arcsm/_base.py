@@ -63,6 +63,13 @@ LR_REFERENCE_BATCH = 256
 ADAPTIVE_LR_FACTOR = 0.3
 ADAPTIVE_LR_PATIENCE = 6
 ADAPTIVE_LR_MIN = 1e-6
+# After a non-finite loss (with early stopping, which keeps the best
+# weights) training restarts from the best weights at this fraction of the
+# learning rate, for the epochs that were left, at most this many times. A
+# step that overflows once (a large gradient on an unlucky batch, early in a
+# fit at lr 1e-2) would otherwise end the fit at its best epoch so far.
+DIVERGENCE_LR_FACTOR = 0.3
+MAX_DIVERGENCE_RESTARTS = 3
 # Version of the pickled layout of fitted estimators. Bump it when fitted
 # attributes or the module's state dict change meaning, and teach
 # __setstate__ to migrate older formats; newer formats are refused clearly.
@@ -609,25 +616,83 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         for cb in checkpoints:
             cb.snapshot_fn_ = functools.partial(self._snapshot, fitted=fitted)
         try:
-            net.partial_fit(train, epochs=self.max_epochs if epochs is None else epochs)
+            diverged, stopped = self._train(
+                net, train, self.max_epochs if epochs is None else epochs
+            )
         finally:
             # The fitted net is a single-process one (and pickles).
             net.accelerator = None
             for cb in checkpoints:
                 cb.snapshot_fn_ = None
         self._check_finite_weights(net.module_)
-        if net.diverged_at_ is not None:
-            warnings.warn(
-                f"training diverged (non-finite loss) at epoch {net.diverged_at_}; "
-                "the weights with the best validation loss were restored and the "
-                "optimizer restarted. Lower "
-                f"`lr` (now {net.lr}) or use larger `noise_levels` to train "
-                "further.",
-                ConvergenceWarning,
-                stacklevel=3,
-            )
+        if diverged:
+            self._warn_diverged(net, diverged, stopped)
         self._commit(net, fitted)
         return self
+
+    @staticmethod
+    def _train(net, train, epochs: int) -> tuple[list[tuple[int, float]], bool]:
+        """Train ``net`` for ``epochs``, restarting after divergence.
+
+        :class:`~sklearn_arcsm._skorch.FiniteLossGuard` ends training at a
+        non-finite loss with the best weights restored; training then goes
+        on from them for the epochs that were left, with the learning rate
+        times ``DIVERGENCE_LR_FACTOR``, up to ``MAX_DIVERGENCE_RESTARTS``
+        times (early stopping's patience restarts with it). Not in a
+        distributed fit, whose processes would have to agree to restart.
+
+        Returns
+        -------
+        diverged : list of (epoch, lr)
+            Each divergence: the epoch and the learning rate it happened at.
+        stopped : bool
+            Whether training ended at the last divergence (no restart left).
+        """
+        diverged = []
+        try:
+            while True:
+                start = len(net.history)
+                net.partial_fit(train, epochs=epochs)
+                if net.diverged_at_ is None:
+                    return diverged, False
+                diverged.append((net.diverged_at_, net.lr))
+                net.diverged_at_ = None
+                epochs -= len(net.history) - start
+                if (
+                    epochs <= 0
+                    or len(diverged) > MAX_DIVERGENCE_RESTARTS
+                    or net.accelerator is not None
+                ):
+                    return diverged, True
+                # Early stopping forgets its best weights when training
+                # restarts: if the restart diverges before an epoch ends,
+                # the guard falls back to these.
+                net.restart_weights_ = copy.deepcopy(net.module_.state_dict())
+                # skorch updates the (restarted) optimizer's param groups.
+                net.set_params(lr=net.lr * DIVERGENCE_LR_FACTOR)
+        finally:
+            net.__dict__.pop("restart_weights_", None)
+
+    @staticmethod
+    def _warn_diverged(net, diverged: list[tuple[int, float]], stopped: bool):
+        """Say where training diverged and how it ended."""
+        where = ", ".join(f"epoch {epoch} (lr {lr:.3g})" for epoch, lr in diverged)
+        if stopped:
+            how = (
+                "the weights with the best validation loss were restored and "
+                "training stopped there"
+            )
+        else:
+            how = (
+                "training went on from the weights with the best validation "
+                f"loss at a lower learning rate (last: {net.lr:.3g})"
+            )
+        warnings.warn(
+            f"training diverged (non-finite loss) at {where}; {how}. Lower `lr` "
+            "or use larger `noise_levels` if this recurs.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
 
     def _to_model_coordinates(self, S: np.ndarray, continuing: bool):
         """Standardized training rows ``S`` in the module's coordinates.

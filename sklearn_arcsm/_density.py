@@ -586,7 +586,10 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the data, stop when its negative
         log-likelihood has not improved by ``tol`` for ``n_iter_no_change``
-        epochs, and keep the best weights.
+        epochs, and keep the best weights. After a non-finite training loss
+        training restarts from the best weights at a lower learning rate
+        (with a ``ConvergenceWarning``); without early stopping it raises
+        ``FloatingPointError``.
 """,
     ),
 )

@@ -345,7 +345,10 @@ CSMScoreEstimator.__doc__ = CSMScoreEstimator.__doc__.replace(
     early_stopping : bool, default=True
         Hold out ``validation_fraction`` of the data, stop when its training
         objective has not improved by ``tol`` for ``n_iter_no_change`` epochs,
-        and keep the best weights. In :meth:`partial_fit` (one epoch per call)
+        and keep the best weights. After a non-finite training loss training
+        restarts from the best weights at a lower learning rate (with a
+        ``ConvergenceWarning``); without early stopping it raises
+        ``FloatingPointError``. In :meth:`partial_fit` (one epoch per call)
         the held-out part only feeds ``validation_loss_curve_``.
 """,
     ),

@@ -50,7 +50,8 @@ class FiniteLossGuard(Callback):
     With early stopping and a best checkpoint, the best weights are restored,
     the optimizer restarts (its moments are non-finite) and training stops
     cleanly (``net.diverged_at_`` records the epoch, so the estimator can
-    warn); otherwise an actionable error is raised.
+    restart it at a lower rate and warn); otherwise an actionable error is
+    raised.
     """
 
     def on_batch_end(self, net, batch=None, training=None, loss=None, **kwargs):
@@ -72,6 +73,10 @@ class FiniteLossGuard(Callback):
         epoch = len(net.history)
         early = dict(net.callbacks_).get("early_stopping")
         best = getattr(early, "best_model_weights_", None)
+        if best is None:
+            # A restart after an earlier divergence that diverged again
+            # before its first epoch ended: the weights it started from.
+            best = getattr(net, "restart_weights_", None)
         if best is not None:
             net.module_.load_state_dict(best)
             # The running average has folded in the diverged steps: a later

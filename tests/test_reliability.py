@@ -12,7 +12,11 @@ from sklearn.utils.validation import check_is_fitted
 from skorch.callbacks import Callback
 
 from sklearn_arcsm import ARCSMDensity, quadrature
-from sklearn_arcsm._base import PERSISTENCE_FORMAT
+from sklearn_arcsm._base import (
+    DIVERGENCE_LR_FACTOR,
+    MAX_DIVERGENCE_RESTARTS,
+    PERSISTENCE_FORMAT,
+)
 from sklearn_arcsm.callbacks import EstimatorCheckpoint
 from tests.conftest import CHEAP_PARAMS
 
@@ -59,6 +63,27 @@ class PoisonContextAt(PoisonAt):
 
     def weight(self, net):
         return net.module_.context_net.layers[-1].bias
+
+
+class PoisonFrom(PoisonAt):
+    """Poison every epoch after the n-th, not only the next one."""
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and self.seen_ > self.epoch:
+            with torch.no_grad():
+                self.weight(net).fill_(float("nan"))
+
+
+class RecordTrainBegin(Callback):
+    """Keep a copy of the module's weights whenever training (re)starts."""
+
+    def __init__(self):
+        self.weights_ = []
+
+    def on_train_begin(self, net, **kwargs):
+        self.weights_.append(
+            {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
+        )
 
 
 class RecordWeights(Callback):
@@ -154,20 +179,42 @@ def test_divergence_without_early_stopping_raises_and_leaves_unfitted(moons):
         est.score_samples(moons)
 
 
-def test_divergence_with_early_stopping_restores_best_weights(moons):
-    callbacks = [RecordWeights(), PoisonAt(4)]
-    est = ARCSMDensity(**{**P, "max_epochs": 6, "callbacks": callbacks})
-    with pytest.warns(ConvergenceWarning, match="diverged"):
+def test_divergence_restarts_from_the_best_weights_at_a_lower_lr(moons):
+    callbacks = [RecordWeights(), RecordTrainBegin(), PoisonAt(4)]
+    est = ARCSMDensity(**{**P, "max_epochs": 8, "lr": 1e-3, "callbacks": callbacks})
+    with pytest.warns(ConvergenceWarning, match=r"epoch 5 \(lr 0.001\).*went on"):
         est.fit(moons)
     recorder = used_callback(est, RecordWeights)  # fit runs a copy
+    starts = used_callback(est, RecordTrainBegin).weights_
+    # The restart began from exactly the weights of the best validation
+    # epoch among the four that finished before the poison...
+    assert len(starts) == 2
+    best = recorder.weights_[int(np.argmin(est.validation_loss_curve_[:4]))]
+    for name, value in starts[1].items():
+        torch.testing.assert_close(value, best[name], rtol=0, atol=0)
+    # ...at a lower rate, for the three epochs that were left.
+    assert est.net_.lr == pytest.approx(1e-3 * DIVERGENCE_LR_FACTOR)
+    assert est.n_iter_ == 7 and len(est.validation_loss_curve_) == 7
+    assert np.all(np.isfinite(est.validation_loss_curve_))
     assert all(torch.isfinite(p).all() for p in est.module_.parameters())
     assert np.all(np.isfinite(est.score_samples(moons)))
-    # The restored weights are exactly those of the best validation epoch
-    # among the epochs that finished before the poison.
-    curve = est.validation_loss_curve_[:4]
-    best = recorder.weights_[int(np.argmin(curve))]
+
+
+def test_repeated_divergence_stops_at_the_best_weights(moons):
+    # Every epoch from the second on diverges at its first step: each
+    # restart fails before an epoch ends, and the fit keeps epoch 1.
+    callbacks = [RecordWeights(), PoisonFrom(1)]
+    est = ARCSMDensity(**{**P, "max_epochs": 12, "lr": 1e-3, "callbacks": callbacks})
+    with pytest.warns(ConvergenceWarning, match="training stopped there"):
+        est.fit(moons)
+    recorder = used_callback(est, RecordWeights)
+    assert est.n_iter_ == 1 and len(recorder.weights_) == 1
     for name, value in est.module_.state_dict().items():
-        torch.testing.assert_close(value, best[name], rtol=0, atol=0)
+        torch.testing.assert_close(value, recorder.weights_[0][name], rtol=0, atol=0)
+    assert est.net_.lr == pytest.approx(
+        1e-3 * DIVERGENCE_LR_FACTOR**MAX_DIVERGENCE_RESTARTS
+    )
+    assert np.all(np.isfinite(est.score_samples(moons)))
 
 
 @pytest.mark.parametrize("early_stopping", [True, False])
@@ -196,9 +243,10 @@ def test_nan_in_the_context_network_under_the_likelihood_objective(
 
 def test_warm_start_after_a_recovered_divergence_trains_on(moons):
     # The warning says to lower lr and train further: that must work, so
-    # the optimizer's non-finite moments may not survive the recovery.
-    est = ARCSMDensity(**{**P, "max_epochs": 6, "callbacks": [PoisonAt(3)]})
-    with pytest.warns(ConvergenceWarning):
+    # the optimizer's non-finite moments may not survive the recovery. (The
+    # last epoch diverges: no epochs are left to restart with.)
+    est = ARCSMDensity(**{**P, "max_epochs": 4, "callbacks": [PoisonAt(3)]})
+    with pytest.warns(ConvergenceWarning, match="stopped there"):
         est.fit(moons)
     best_before = min(est.validation_loss_curve_)
     n_before = est.n_iter_
