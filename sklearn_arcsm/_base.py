@@ -43,6 +43,7 @@ from sklearn_arcsm.callbacks import EstimatorCheckpoint
 from sklearn_arcsm.knot_quadrature import KnotRule
 from sklearn_arcsm.nn import ARCSM
 from sklearn_arcsm.nn.arcsm import LOG_SCALE_BOUND, MAX_LOG_SCALE
+from sklearn_arcsm.nn.spline_head import DEFAULT_N_KNOTS
 
 # Window margin and Gaussian tail width, in standardized units: the model's
 # quadrature window is the training range widened by WINDOW_PAD on each side.
@@ -300,7 +301,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         score_head="mlp",
         head_layer_sizes=(32, 32),
         n_frequencies=6,
-        n_knots=24,
+        n_knots=DEFAULT_N_KNOTS,
         objective="auto",
         noise_levels=None,
         n_quadrature="auto",

@@ -13,6 +13,7 @@ from sklearn_arcsm._base import BaseCSMEstimator, _to_model_space
 from sklearn_arcsm._docstrings import attributes_section, parameters_section
 from sklearn_arcsm._inference import _is_integer_at_least
 from sklearn_arcsm.marginal import MarginalGaussianization, spiky_columns
+from sklearn_arcsm.nn.spline_head import DEFAULT_N_KNOTS
 from sklearn_arcsm.whitening import Whitening
 
 __all__ = ["ARCSMDensity"]
@@ -115,7 +116,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         score_head="mlp",
         head_layer_sizes=(32, 32),
         n_frequencies=6,
-        n_knots=24,
+        n_knots=DEFAULT_N_KNOTS,
         objective="auto",
         noise_levels=None,
         n_quadrature="auto",

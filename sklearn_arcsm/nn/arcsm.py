@@ -46,7 +46,7 @@ from sklearn_arcsm.nn.conditional import ConditionalMADE
 from sklearn_arcsm.nn.conv import GatedPixelCNN
 from sklearn_arcsm.nn.made import MADE, MaskedLinear
 from sklearn_arcsm.nn.score_head import ConditionalScoreHead
-from sklearn_arcsm.nn.spline_head import SplineScoreHead
+from sklearn_arcsm.nn.spline_head import DEFAULT_N_KNOTS, SplineScoreHead
 
 __all__ = ["ARCSM", "check_context_network"]
 
@@ -169,7 +169,7 @@ class ARCSM(nn.Module):
         n_conditions: int = 0,
         embedding: nn.Module | None = None,
         score_head: str = "mlp",
-        n_knots: int = 24,
+        n_knots: int = DEFAULT_N_KNOTS,
         max_log_scale: float = MAX_LOG_SCALE,
         linear_skip: bool | torch.Tensor = False,
     ) -> None:

@@ -30,7 +30,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SplineScoreHead"]
+__all__ = ["DEFAULT_N_KNOTS", "SplineScoreHead"]
+
+# Knots of the spline head unless told otherwise (the estimators' n_knots
+# default too): fewer knots give smoother conditionals, which the affine
+# layer zooms to where the mass is; see
+# benchmarks/quality/results/spline_knots/README.md for the sweep.
+DEFAULT_N_KNOTS = 24
 
 
 class SplineScoreHead(nn.Module):
@@ -51,7 +57,9 @@ class SplineScoreHead(nn.Module):
     # ARCSM maps window points onto [-1, 1] before calling this head.
     window_relative = True
 
-    def __init__(self, n_features: int, context_size: int, n_knots: int = 24) -> None:
+    def __init__(
+        self, n_features: int, context_size: int, n_knots: int = DEFAULT_N_KNOTS
+    ) -> None:
         super().__init__()
         if n_knots < 2:
             raise ValueError(f"a spline head needs n_knots >= 2; got {n_knots}.")
