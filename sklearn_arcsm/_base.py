@@ -170,6 +170,13 @@ def auto_batch_size(n_train: int, n_processes: int = 1) -> int:
     return max(n_processes, size - size % n_processes)
 
 
+def _best_validation_loss(rows) -> float:
+    """Lowest finite ``valid_loss`` among skorch history ``rows`` (inf if none)."""
+    losses = [row.get("valid_loss") for row in rows]
+    finite = [v for v in losses if v is not None and math.isfinite(v)]
+    return min(finite, default=math.inf)
+
+
 def default_hidden_sizes(n_features: int, backbone: str = "made") -> tuple[int, ...]:
     """Default hidden sizes of the context network.
 
@@ -639,8 +646,10 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         non-finite loss with the best weights restored; training then goes
         on from them for the epochs that were left, with the learning rate
         times ``DIVERGENCE_LR_FACTOR``, up to ``MAX_DIVERGENCE_RESTARTS``
-        times (early stopping's patience restarts with it). Not in a
-        distributed fit, whose processes would have to agree to restart.
+        times (early stopping's patience restarts with it). The fit ends on
+        the best validation epoch of all phases, not only the last one's.
+        Not in a distributed fit, whose processes would have to agree to
+        restart.
 
         Returns
         -------
@@ -650,10 +659,24 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             Whether training ended at the last divergence (no restart left).
         """
         diverged = []
+        # (validation loss, weights) of the best epoch before the last
+        # restart: early stopping forgets it when training restarts, and a
+        # restart need not beat it.
+        kept = None
         try:
             while True:
                 start = len(net.history)
                 net.partial_fit(train, epochs=epochs)
+                if kept is not None:
+                    # Early stopping (or the guard) left this phase's best.
+                    loss = _best_validation_loss(net.history[start:])
+                    if loss < kept[0]:
+                        kept = (loss, copy.deepcopy(net.module_.state_dict()))
+                    else:
+                        net.module_.load_state_dict(kept[1])
+                elif net.diverged_at_ is not None:
+                    loss = _best_validation_loss(net.history[start:])
+                    kept = (loss, copy.deepcopy(net.module_.state_dict()))
                 if net.diverged_at_ is None:
                     return diverged, False
                 diverged.append((net.diverged_at_, net.lr))
@@ -665,10 +688,9 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                     or net.accelerator is not None
                 ):
                     return diverged, True
-                # Early stopping forgets its best weights when training
-                # restarts: if the restart diverges before an epoch ends,
-                # the guard falls back to these.
-                net.restart_weights_ = copy.deepcopy(net.module_.state_dict())
+                # If the restart diverges before an epoch ends, the guard
+                # falls back to these.
+                net.restart_weights_ = kept[1]
                 # skorch updates the (restarted) optimizer's param groups.
                 net.set_params(lr=net.lr * DIVERGENCE_LR_FACTOR)
         finally:

@@ -74,6 +74,21 @@ class PoisonFrom(PoisonAt):
                 self.weight(net).fill_(float("nan"))
 
 
+class SpoilAfterRestart(Callback):
+    """From the second start of training on, set a weight to a bad finite value."""
+
+    def __init__(self):
+        self.starts_ = 0
+
+    def on_train_begin(self, net, **kwargs):
+        self.starts_ += 1
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and self.starts_ > 1:
+            with torch.no_grad():
+                net.module_.context_net.layers[-1].bias.fill_(5.0)
+
+
 class RecordTrainBegin(Callback):
     """Keep a copy of the module's weights whenever training (re)starts."""
 
@@ -198,6 +213,23 @@ def test_divergence_restarts_from_the_best_weights_at_a_lower_lr(moons):
     assert np.all(np.isfinite(est.validation_loss_curve_))
     assert all(torch.isfinite(p).all() for p in est.module_.parameters())
     assert np.all(np.isfinite(est.score_samples(moons)))
+
+
+def test_a_restart_that_never_improves_keeps_the_earlier_best(moons):
+    # After the restart every step is spoiled (finite, but far worse): the
+    # fit must end on the best weights from before the divergence, not on
+    # the restarted phase's best.
+    callbacks = [RecordWeights(), PoisonAt(3), SpoilAfterRestart()]
+    params = {**P, "max_epochs": 7, "lr": 1e-3, "ema_decay": None}
+    est = ARCSMDensity(**{**params, "callbacks": callbacks})
+    with pytest.warns(ConvergenceWarning, match="went on"):
+        est.fit(moons)
+    curve = est.validation_loss_curve_
+    assert len(curve) == 6 and min(curve[3:]) > min(curve[:3])
+    recorder = used_callback(est, RecordWeights)
+    best = recorder.weights_[int(np.argmin(curve[:3]))]
+    for name, value in est.module_.state_dict().items():
+        torch.testing.assert_close(value, best[name], rtol=0, atol=0)
 
 
 def test_repeated_divergence_stops_at_the_best_weights(moons):
