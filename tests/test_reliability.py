@@ -89,28 +89,30 @@ class SpoilAfterRestart(Callback):
                 net.module_.context_net.layers[-1].bias.fill_(5.0)
 
 
-class RecordTrainBegin(Callback):
+class _WeightRecorder(Callback):
+    """Keeps copies of the module's weights in ``weights_``."""
+
+    def __init__(self):
+        self.weights_ = []
+
+    def record(self, net):
+        self.weights_.append(
+            {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
+        )
+
+
+class RecordTrainBegin(_WeightRecorder):
     """Keep a copy of the module's weights whenever training (re)starts."""
 
-    def __init__(self):
-        self.weights_ = []
-
     def on_train_begin(self, net, **kwargs):
-        self.weights_.append(
-            {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
-        )
+        self.record(net)
 
 
-class RecordWeights(Callback):
+class RecordWeights(_WeightRecorder):
     """Keep a copy of the module's weights at the end of every epoch."""
 
-    def __init__(self):
-        self.weights_ = []
-
     def on_epoch_end(self, net, **kwargs):
-        self.weights_.append(
-            {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
-        )
+        self.record(net)
 
 
 def used_callback(est, kind):
