@@ -1,10 +1,12 @@
 """The knot rule: closed-form spline energies and Gauss-Legendre per knot interval."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from sklearn_arcsm import ARCSMDensity, knot_quadrature, quadrature
 from sklearn_arcsm.knot_quadrature import KnotRule
@@ -205,6 +207,22 @@ def test_steep_levels_stay_finite_and_exact_in_float32(slope):
     assert torch.isfinite(log_z).all()
     # float32's resolution at log Z ~ 10 slope.
     assert float((log_z.double() - reference).abs() / reference.abs()) < 1e-6
+
+
+def test_a_heavy_tailed_spline_fit_does_not_diverge():
+    # The quality benchmark's Student t target (8-D, 3 degrees of freedom):
+    # when a steep level underflowed float32 (see the test above), this
+    # fit's loss became non-finite at epochs 3 and 5.
+    rng = np.random.default_rng(2)
+    A = rng.standard_normal((8, 8))
+    dist = stats.multivariate_t(np.zeros(8), A @ A.T / 8 + 0.1 * np.eye(8), df=3.0)
+    X = dist.rvs(size=5000, random_state=np.random.default_rng(0))
+    est = ARCSMDensity(score_head="spline", max_epochs=6, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X)
+    assert not [w for w in caught if "diverged" in str(w.message)]
+    assert est.n_iter_ == 6 and np.all(np.isfinite(est.validation_loss_curve_))
 
 
 def test_log_density_is_differentiable_in_the_coefficients():
