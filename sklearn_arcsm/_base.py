@@ -667,16 +667,13 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             while True:
                 start = len(net.history)
                 net.partial_fit(train, epochs=epochs)
-                if kept is not None:
+                if kept is not None or net.diverged_at_ is not None:
                     # Early stopping (or the guard) left this phase's best.
                     loss = _best_validation_loss(net.history[start:])
-                    if loss < kept[0]:
+                    if kept is None or loss < kept[0]:
                         kept = (loss, copy.deepcopy(net.module_.state_dict()))
                     else:
                         net.module_.load_state_dict(kept[1])
-                elif net.diverged_at_ is not None:
-                    loss = _best_validation_loss(net.history[start:])
-                    kept = (loss, copy.deepcopy(net.module_.state_dict()))
                 if net.diverged_at_ is None:
                     return diverged, False
                 diverged.append((net.diverged_at_, net.lr))
