@@ -174,17 +174,21 @@ class SplineScoreHead(nn.Module):
         out = features.new_empty(n, features.shape[1])
         if n == 0:
             return out
-        coef = self.coefficients(bias, sigma)
-        phi = features[..., : self.n_basis]
+        # In float64: a float32 matrix product's last bit depends on how many
+        # rows share the call (one row takes a matrix-vector kernel), and a
+        # conditional's density must not depend on its batch. The products
+        # are n x K x G multiply-adds, small beside the quadrature's work.
+        coef = self.coefficients(bias.double(), sigma)
+        phi = features[..., : self.n_basis].double()
         if phi.shape[0] == 1:
-            torch.mm(coef, phi[0].T, out=out)
+            out.copy_(coef @ phi[0].T)
         else:
             order = torch.argsort(grids, stable=True)
             unique, counts = torch.unique_consecutive(grids[order], return_counts=True)
             start = 0
             for g, count in zip(unique.tolist(), counts.tolist(), strict=True):
                 rows = order[start : start + count]
-                out[rows] = coef[rows] @ phi[g].T
+                out[rows] = (coef[rows] @ phi[g].T).to(out.dtype)
                 start += count
         return out
 
