@@ -113,7 +113,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         hidden_layer_sizes="auto",
         kernel_size=5,
         context_size=8,
-        score_head="mlp",
+        score_head="auto",
         head_layer_sizes=(32, 32),
         n_frequencies=6,
         n_knots=DEFAULT_N_KNOTS,

@@ -122,21 +122,30 @@ SHARED_PARAMETERS = {
         Width of the context vector per dimension.
 """,
     "score_head": """\
-    score_head : {"mlp", "spline"}, default="mlp"
-        The conditional score network shared by all dimensions. ``"mlp"``:
-        an MLP of Fourier features of ``x_d`` (``head_layer_sizes``,
-        ``n_frequencies``). ``"spline"``: a cubic spline of ``x_d`` on each
-        conditional's window, ``n_knots`` knots, coefficients linear in the
-        context (:class:`~sklearn_arcsm.nn.SplineScoreHead`), integrated by
-        its exact knot rule: the fast model. In three runs of the inference
-        benchmark it scored rows in 0.5 to 0.7 times a neural spline flow's
-        time (the MLP head: 9 to 15 times), sampled in at most 0.7 times
-        and trained an epoch in 0.12 to 0.37 times the flow's. It is ahead
-        of the MLP on the rings, mixture, banana and the funnel (0.024
-        against 0.038 nats of KL), but behind it on heavy tails and sharply
-        switching conditionals (Student t 0.089 against 0.068, switching
-        0.828 against 0.379) and on three of five real tables (see the user
-        guide).
+    score_head : {"auto", "spline", "mlp"}, default="auto"
+        The conditional score network shared by all dimensions.
+        ``"spline"``: a cubic spline of ``x_d`` on each conditional's
+        window, ``n_knots`` knots, coefficients linear in the context
+        (:class:`~sklearn_arcsm.nn.SplineScoreHead`), integrated by its
+        exact knot rule, which evaluates no network at the quadrature
+        nodes: on the inference benchmark it scored rows in 0.5 to 0.7
+        times a neural spline flow's time and trained an epoch in 0.12 to
+        0.37 times the flow's. ``"mlp"``: an MLP of Fourier features of
+        ``x_d`` (``head_layer_sizes``, ``n_frequencies``), integrated by the
+        adaptive rule, at 10 to 22 times the flow's scoring time and 1.7 to
+        3 times its epoch time. The MLP is ahead by 0.5 to 1.4 nats per row
+        on three of five real tables (diabetes, breast cancer, image
+        patches), on heavy tails and on sharply switching conditionals; the
+        spline on the rings, mixture, banana and funnel targets, weather
+        and vowels (user guide, "What an AR-CSM is"; ``ARCSMEnsemble`` of
+        four spline models beat both on every real table). ``"auto"``:
+        ``"spline"`` under maximum likelihood (``objective_ == "nll"``,
+        :class:`ARCSMDensity`'s default), ``"mlp"`` under the CSM
+        objectives (:class:`CSMScoreEstimator`, ``objective="csm"`` or
+        ``"csm+nll"``): the spline's noise conditioning is linear in ``log
+        sigma``, too rigid for the larger noise levels they train and
+        Langevin sampling walks through. Version 0.1 used ``"mlp"``
+        everywhere. The resolved head is ``score_head_``.
 """,
     "head_layer_sizes": """\
     head_layer_sizes : tuple of int, default=(32, 32)
@@ -288,6 +297,7 @@ ATTRIBUTE_ORDER = (
     "mean_",  # documented together with scale_
     "noise_levels_",
     "objective_",
+    "score_head_",
     "quadrature_",
     "batch_size_",
     "hidden_layer_sizes_",
@@ -328,6 +338,11 @@ SHARED_ATTRIBUTES = {
     "objective_": """\
     objective_ : str
         Resolved training objective.
+""",
+    "score_head_": """\
+    score_head_ : {"spline", "mlp"}
+        The score head the fit used: ``score_head``, with ``"auto"``
+        resolved by the objective.
 """,
     "quadrature_": """\
     quadrature_ : AdaptiveRule, KnotRule or PanelRule

@@ -93,7 +93,11 @@ def test_orders_must_double():
 @pytest.fixture(scope="module")
 def fitted_moons():
     X, _ = make_moons(600, noise=0.05, random_state=0)
-    est = ARCSMDensity(max_epochs=25, early_stopping=False, random_state=0).fit(X)
+    # The MLP head: the adaptive rule is its quadrature (the spline head's
+    # knot rule has its own trained-model test in test_knot_quadrature.py).
+    est = ARCSMDensity(
+        score_head="mlp", max_epochs=25, early_stopping=False, random_state=0
+    ).fit(X)
     return est, make_moons(200, noise=0.05, random_state=1)[0]
 
 

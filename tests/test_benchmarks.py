@@ -60,13 +60,15 @@ def test_quality_benchmark_quick_mode_writes_its_table(tmp_path):
 def test_inference_benchmark_quick_mode_writes_its_tables(tmp_path):
     stdout = _run_quick("benchmarks/bench_inference.py", "--output-dir", str(tmp_path))
     table = (tmp_path / "inference.md").read_text()
-    assert "NSF score s" in table and "adaptive (default)" in table
+    # the default (spline head, knot rule) against the flow, and its errors
+    assert "NSF score s" in table and "knot rule (default)" in table
+    assert "adaptive, spline head" in table
     assert "| 4 | chebyshev 8 panels |" in stdout
-    # the spline head's speed table and its error row, from the same run
-    assert "spline score s" in table and "adaptive, spline head" in table
-    assert "knot rule, spline head" in table
+    # the MLP head's speed table and its error rows, from the same run
+    assert "MLP score s" in table and "adaptive, MLP head" in table
     payload = json.loads((tmp_path / "inference.json").read_text())
-    assert all(row["spline_score_s"] > 0 for row in payload["speed"])
+    assert all(row["arcsm_score_s"] > 0 for row in payload["speed"])
+    assert all(row["mlp_score_s"] > 0 for row in payload["speed"])
     # and the four-order spline ensemble's scoring and sampling
     assert "4-order ensemble score s" in table
     assert all(row["ensemble_sample_s"] > 0 for row in payload["speed"])

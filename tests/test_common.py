@@ -27,8 +27,11 @@ def _public_estimators():
             # whitening is fitted state (whitening_) that inference reads
             for whiten in ("cholesky", "pca"):
                 yield obj(whiten=whiten, random_state=0, **CHEAP_PARAMS)
-            # the spline head reads each dimension's window at inference
-            yield obj(score_head="spline", n_knots=8, random_state=0, **CHEAP_PARAMS)
+            # the default spline head with its knot rule (CHEAP_PARAMS fixes a
+            # panel rule), and the MLP head (the default of version 0.1)
+            knot_rule = {**CHEAP_PARAMS, "n_quadrature": "auto"}
+            yield obj(n_knots=8, random_state=0, **knot_rule)
+            yield obj(score_head="mlp", random_state=0, **CHEAP_PARAMS)
 
 
 # Each expected failure carries its reason; keep this table short.

@@ -217,12 +217,10 @@ def test_pipeline_and_grid_search(moons):
 def test_warm_start_continues_training(moons):
     est = ARCSMDensity(**{**CHEAP_PARAMS, "warm_start": True, "random_state": 0})
     est.fit(moons)
-    first = est.module_.head.output_layer.weight.detach().clone()
+    first = est.module_.head.dimension_bias.detach().clone()
     est.fit(moons)
     assert est.n_iter_ == 2 * CHEAP_PARAMS["max_epochs"]
-    assert not np.array_equal(
-        first.numpy(), est.module_.head.output_layer.weight.detach()
-    )
+    assert not np.array_equal(first.numpy(), est.module_.head.dimension_bias.detach())
 
 
 def test_early_stopping_restores_best_validation_weights(moons):

@@ -423,8 +423,9 @@ def test_only_knot_rule_fits_keep_the_full_zoom_out():
     X = np.random.default_rng(0).standard_normal((120, 2))
     cases = [
         ({"score_head": "spline"}, LOG_SCALE_BOUND),
+        ({}, LOG_SCALE_BOUND),  # the default: the spline head
         ({"score_head": "spline", "n_quadrature": 64}, MAX_LOG_SCALE),
-        ({}, MAX_LOG_SCALE),
+        ({"score_head": "mlp"}, MAX_LOG_SCALE),
         ({"score_head": "spline", "objective": "csm"}, LOG_SCALE_BOUND),
     ]
     for params, bound in cases:

@@ -54,10 +54,13 @@ def problems(draw):
             draw(st.lists(st.integers(1, 6), min_size=1, max_size=2))
         ),
         n_frequencies=draw(st.integers(0, 3)),
+        score_head=draw(st.sampled_from(["mlp", "spline"])),
+        n_knots=draw(st.integers(2, 12)),
         noise_levels=list(np.geomspace(1.0, draw(st.floats(0.02, 0.5)), n_levels))
         if n_levels > 1
         else draw(st.floats(0.02, 1.0)),
-        n_quadrature=draw(st.integers(4, 24)),
+        # "auto": the knot rule (spline head) or the adaptive rule (MLP).
+        n_quadrature=draw(st.one_of(st.just("auto"), st.integers(4, 24))),
         max_epochs=draw(st.integers(1, 2)),
         batch_size=draw(st.integers(1, 64)),
         early_stopping=draw(st.booleans()),

@@ -55,7 +55,8 @@ class PoisonAt(Callback):
                 self.weight(net).fill_(float("nan"))
 
     def weight(self, net):
-        return net.module_.head.output_layer.bias
+        # A parameter of either score head (its per-dimension bias).
+        return net.module_.head.dimension_bias
 
 
 class PoisonContextAt(PoisonAt):

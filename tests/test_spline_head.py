@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sklearn_arcsm import ARCSMDensity, CSMScoreEstimator
-from sklearn_arcsm.nn import ARCSM, SplineScoreHead
+from sklearn_arcsm.adaptive import AdaptiveRule
+from sklearn_arcsm.knot_quadrature import KnotRule
+from sklearn_arcsm.nn import ARCSM, ConditionalScoreHead, SplineScoreHead
 from sklearn_arcsm.sampling import draw_dimension
 from tests.conftest import examples
 
@@ -79,6 +81,23 @@ def test_grid_scores_match_the_autograd_path(n_grids):
     fast = head.grid_scores(features, grids, bias, sigma)
     slow = head(bias[:, None, :], points[grids], sigma)
     torch.testing.assert_close(fast, slow)
+
+
+@pytest.mark.parametrize("n_grids", [1, 3])
+def test_grid_scores_of_a_conditional_do_not_depend_on_its_batch(n_grids):
+    # The float32 inference copy of the head: each conditional scored alone
+    # gets the same bits as in a batch of 200 (scikit-learn's batch checks;
+    # a float32 matrix product's rounding depends on the row count).
+    head = _head(n_knots=24).float()
+    sigma = torch.tensor(0.1)
+    points = torch.rand(n_grids, 129, generator=torch.Generator().manual_seed(1))
+    features = head.input_features(points * 2 - 1, sigma)
+    grids = torch.randint(n_grids, (200,), generator=torch.Generator().manual_seed(2))
+    bias = head.context_bias(torch.randn(200, 3, 2))[:, 0]
+    whole = head.grid_scores(features, grids, bias, sigma)
+    for i in range(200):
+        alone = head.grid_scores(features, grids[i : i + 1], bias[i : i + 1], sigma)
+        assert torch.equal(alone[0], whole[i]), i
 
 
 def test_scores_depend_on_sigma_through_the_log_sigma_coefficients():
@@ -215,13 +234,45 @@ def test_score_estimator_takes_the_spline_head(moons):
     assert scores.shape == (10, 2) and np.all(np.isfinite(scores))
 
 
+def test_auto_head_is_the_spline_under_maximum_likelihood_only(moons):
+    fit = dict(max_epochs=1, hidden_layer_sizes=(8,), random_state=0)
+    cases = [
+        (ARCSMDensity(**fit), "spline", KnotRule),
+        (ARCSMDensity(objective="csm", **fit), "mlp", AdaptiveRule),
+        (ARCSMDensity(objective="csm+nll", **fit), "mlp", AdaptiveRule),
+        (ARCSMDensity(score_head="mlp", **fit), "mlp", AdaptiveRule),
+        (CSMScoreEstimator(**fit), "mlp", AdaptiveRule),
+        (CSMScoreEstimator(score_head="spline", **fit), "spline", KnotRule),
+    ]
+    heads = {"spline": SplineScoreHead, "mlp": ConditionalScoreHead}
+    for est, head, rule in cases:
+        est.fit(moons)
+        assert est.get_params()["score_head"] == est.score_head  # as passed
+        assert est.score_head_ == head, est
+        assert isinstance(est.module_.head, heads[head]), est
+        assert isinstance(est.quadrature_, rule), est
+
+
+def test_a_warm_start_keeps_the_fitted_head(moons):
+    # A new objective would resolve "auto" to the MLP; the continued fit
+    # trains the fitted spline module on, with its knot rule.
+    est = ARCSMDensity(max_epochs=1, warm_start=True, random_state=0).fit(moons)
+    est.set_params(objective="csm").fit(moons)
+    assert est.n_iter_ == 2
+    assert est.score_head_ == "spline"
+    assert isinstance(est.module_.head, SplineScoreHead)
+    assert isinstance(est.quadrature_, KnotRule)
+    assert np.all(np.isfinite(est.score_samples(moons[:5])))
+
+
 def test_estimators_pickled_before_the_spline_head_load_with_the_mlp(moons):
-    est = ARCSMDensity(max_epochs=1, random_state=0).fit(moons)
+    est = ARCSMDensity(score_head="mlp", max_epochs=1, random_state=0).fit(moons)
     state = est.__getstate__()
-    del state["score_head"], state["n_knots"]
+    del state["score_head"], state["score_head_"], state["n_knots"]
     old = ARCSMDensity.__new__(ARCSMDensity)
     old.__setstate__(state)
     assert old.get_params()["score_head"] == "mlp"
+    assert old.score_head_ == "mlp"
     np.testing.assert_allclose(
         old.score_samples(moons[:5]), est.score_samples(moons[:5])
     )
