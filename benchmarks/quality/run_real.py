@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import peers  # noqa: E402
 from realdata import REAL_DATASETS, load_real  # noqa: E402
-from run import METHODS, _environment, results_dir  # noqa: E402
+from run import METHODS, _environment, results_dir, warm_up  # noqa: E402
 
 PEERS = ("gmm", "kde", "maf", "nsf")
 
@@ -160,6 +160,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    warm_up()
     out = results_dir(args.output_dir, args.quick, prefix="arcsm-real-")
     rows, per_row = [], {}
     for data in load_real(args.datasets):
