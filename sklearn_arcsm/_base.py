@@ -819,7 +819,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         batch_size,
         accelerator=None,
         module_options=None,
-        score_head="mlp",
+        *,
+        score_head: str,
     ) -> CSMNet:
         n_features = Z.shape[1]
         train_cells = self._train_cells(rule)
