@@ -128,9 +128,9 @@ SHARED_PARAMETERS = {
         window, ``n_knots`` knots, coefficients linear in the context
         (:class:`~sklearn_arcsm.nn.SplineScoreHead`), integrated by its
         exact knot rule, which evaluates no network at the quadrature
-        nodes: on the inference benchmark it scored rows in 0.5 to 0.7
-        times a neural spline flow's time and trained an epoch in 0.12 to
-        0.37 times the flow's. ``"mlp"``: an MLP of Fourier features of
+        nodes: on the inference benchmark (four runs) it scored rows in 0.5
+        to 1.1 times a neural spline flow's time and trained an epoch in
+        0.12 to 0.37 times the flow's. ``"mlp"``: an MLP of Fourier features of
         ``x_d`` (``head_layer_sizes``, ``n_frequencies``), integrated by the
         adaptive rule, at 10 to 22 times the flow's scoring time and 1.7 to
         3 times its epoch time. The MLP is ahead by 0.5 to 1.4 nats per row
