@@ -119,7 +119,7 @@ def _fit_nsf(X: np.ndarray, epochs: int):
     return flow, float(np.median(epoch_times))
 
 
-def _fit_arcsm(X: np.ndarray, epochs: int, score_head: str = "spline"):
+def _fit_arcsm(X: np.ndarray, epochs: int, score_head: str = "auto"):
     return ARCSMDensity(
         score_head=score_head, max_epochs=epochs, early_stopping=False, random_state=0
     ).fit(X)

@@ -958,11 +958,11 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         state.setdefault("kernel_size", 5)
         # Estimators saved before the spline head existed use the MLP head.
         state.setdefault("score_head", "mlp")
-        if "net_" in state:
-            state.setdefault("score_head_", state["score_head"])
         state.setdefault("n_knots", 96)
         state.setdefault("bounds", None)
         if "net_" in state:
+            # Fitted before these fitted attributes existed.
+            state.setdefault("score_head_", state["score_head"])
             state.setdefault("bounds_", None)
             state.setdefault("batch_size_", state.get("batch_size"))
         if saved < 3 and "net_" in state:
