@@ -5,7 +5,7 @@ from sklearn_arcsm._ensemble import ARCSMEnsemble
 from sklearn_arcsm._outlier import ARCSMOutlierDetector
 from sklearn_arcsm._score_estimator import CSMScoreEstimator
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = [
     "ARCSMDensity",
     "ARCSMEnsemble",

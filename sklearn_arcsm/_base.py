@@ -19,7 +19,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
-from skorch.callbacks import EarlyStopping, ProgressBar
+from skorch.callbacks import ProgressBar
 from skorch.dataset import Dataset
 from skorch.helper import predefined_split
 from skorch.utils import noop
@@ -30,6 +30,7 @@ from sklearn_arcsm._distributed import (
     main_process_print,
     make_accelerator,
 )
+from sklearn_arcsm._early_stopping import NoiseAwareEarlyStopping
 from sklearn_arcsm._inference import FittedModelMixin, check_inside
 from sklearn_arcsm._skorch import (
     TRAIN_LIKELIHOOD_CELLS,
@@ -242,6 +243,11 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     _default_ema_decay: float | None = 0.99
     # Early-stopping patience (n_iter_no_change="auto"), per estimator.
     _default_n_iter_no_change: int = 20
+    # The fit keeps the latest epoch whose validation loss is within this
+    # many standard errors of the best, or the average of all such epochs
+    # from the best on (NoiseAwareEarlyStopping); 0: the best epoch itself.
+    _checkpoint_standard_errors: float = 0.0
+    _checkpoint_average: bool = False
     # lr="auto": this rate, times sqrt(batch_size / LR_REFERENCE_BATCH) where
     # _lr_batch_scaled (Adam's square-root scaling rule: the gradient noise
     # of a batch of B rows scales as 1 / sqrt(B)); learning_rate="auto":
@@ -888,12 +894,13 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             callbacks.append(
                 (
                     "early_stopping",
-                    EarlyStopping(
+                    NoiseAwareEarlyStopping(
+                        n_standard_errors=self._checkpoint_standard_errors,
+                        average=self._checkpoint_average,
                         monitor="valid_loss",
                         patience=self._resolved("n_iter_no_change"),
                         threshold=self.tol,
                         threshold_mode="abs",
-                        load_best=True,
                         sink=print if self.verbose else noop,
                     ),
                 )
