@@ -585,9 +585,13 @@ ARCSMDensity.__doc__ = ARCSMDensity.__doc__.replace(
 """,
         early_stopping="""\
     early_stopping : bool, default=True
-        Hold out ``validation_fraction`` of the data, stop when its negative
-        log-likelihood has not improved by ``tol`` for ``n_iter_no_change``
-        epochs, and keep the best weights. After a non-finite training loss
+        Hold out ``validation_fraction`` of the data and stop when its
+        negative log-likelihood has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs. The fit keeps the average of the weights
+        of the best epoch and of every later epoch whose held-out negative
+        log-likelihood is within one standard error (over the held-out rows)
+        of the best: epochs the held-out rows cannot tell apart (see the
+        user guide's training section). After a non-finite training loss
         training restarts from the best weights at a lower learning rate
         (with a ``ConvergenceWarning``); without early stopping it raises
         ``FloatingPointError``.

@@ -99,15 +99,6 @@ class CSMScoreEstimator(BaseCSMEstimator):
     # epoch 30 with R^2 0.76 against its exact scores; patience 50 trained
     # 124 epochs to 0.94, and changed the Gaussian and the banana by < 0.001.
     _default_n_iter_no_change = 50
-    # ... and at stopping the fit keeps the average of the weights of the
-    # best epoch and of every later one within one standard error of it, not
-    # the best epoch itself (NoiseAwareEarlyStopping): the held-out CSM's
-    # standard error (0.12 on 2,000 rows of that mixture) is as large as its
-    # moves from epoch to epoch, so its lowest epoch is mostly the luckiest.
-    # With 20,000 rows the lowest came at epoch 29 (R^2 0.968); the average
-    # of the tied epochs up to 79 had 0.988 (benchmarks/results/scores.md).
-    _checkpoint_standard_errors = 1.0
-    _checkpoint_average = True
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):

@@ -223,25 +223,38 @@ def test_warm_start_continues_training(moons):
     assert not np.array_equal(first.numpy(), est.module_.head.dimension_bias.detach())
 
 
-def test_early_stopping_restores_best_validation_weights(moons):
+def test_early_stopping_restores_the_average_of_the_epochs_tied_with_the_best(moons):
+    # Training runs to max_epochs (the patience is longer), so the recorder
+    # (which runs after early stopping) sees every epoch, the last included.
+    from sklearn_arcsm._early_stopping import NoiseAwareEarlyStopping
     from tests.test_reliability import RecordWeights, used_callback
 
     est = ARCSMDensity(
         **{
             **CHEAP_PARAMS,
-            "max_epochs": 60,
-            "n_iter_no_change": 2,
+            "max_epochs": 25,
+            "n_iter_no_change": 100,
+            "validation_fraction": 0.02,
             "random_state": 0,
             "callbacks": [RecordWeights()],
         }
     ).fit(moons)
     recorder = used_callback(est, RecordWeights)
-    curve = est.validation_loss_curve_
-    assert len(curve) == est.n_iter_
-    assert est.n_iter_ < 60, "patience 2 should stop well before 60 epochs"
-    best = recorder.weights_[int(np.argmin(curve))]
+    early = used_callback(est, NoiseAwareEarlyStopping)
+    curve = np.asarray(est.validation_loss_curve_)
+    assert len(curve) == est.n_iter_ == len(recorder.weights_)
+    best = int(np.argmin(curve))
+    assert early.best_standard_error_ > 0
+    band = [
+        e
+        for e in range(best, len(curve))
+        if curve[e] <= curve[best] + early.best_standard_error_
+    ]
+    # (A small validation set: a wide band, here 7 epochs.)
+    assert len(band) == early.n_averaged_ >= 3
     for name, value in est.module_.state_dict().items():
-        np.testing.assert_array_equal(value.numpy(), best[name].numpy())
+        expected = np.mean([recorder.weights_[e][name].numpy() for e in band], axis=0)
+        np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_extra_callbacks_are_used_and_not_mutated(moons):

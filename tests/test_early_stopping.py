@@ -120,9 +120,13 @@ def test_the_score_estimator_averages_the_epochs_tied_with_the_best():
     assert early.n_averaged_ > 1
 
 
-def test_the_density_keeps_its_best_epoch(moons):
+def test_the_density_restores_the_average_of_its_tied_epochs(moons):
     params = {**CHEAP_PARAMS, "max_epochs": 30, "n_iter_no_change": 5}
     est = ARCSMDensity(**params, random_state=0).fit(moons)
     early = dict(est.net_.callbacks_)["early_stopping"]
-    assert (early.n_standard_errors, early.n_averaged_) == (0.0, 1)
-    assert early.checkpoint_epoch_ == early.best_epoch_
+    assert (early.n_standard_errors, early.average) == (1.0, True)
+    assert early.n_averaged_ > 1
+    # The fitted weights are the average, not the last epoch's.
+    state = est.module_.state_dict()
+    for name, value in early.best_model_weights_.items():
+        torch.testing.assert_close(state[name], value, rtol=0, atol=0)
