@@ -685,7 +685,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         on from them for the epochs that were left, with the learning rate
         times ``DIVERGENCE_LR_FACTOR``, up to ``MAX_DIVERGENCE_RESTARTS``
         times (early stopping's patience restarts with it). The fit ends on
-        the best validation epoch of all phases, not only the last one's.
+        the weights early stopping restored in the phase with the best
+        validation epoch of all, not necessarily the last phase.
         Not in a distributed fit, whose processes would have to agree to
         restart.
 
