@@ -109,35 +109,28 @@ class NoiseAwareEarlyStopping(EarlyStopping):
         return standard_error if math.isfinite(standard_error) else 0.0
 
     def on_epoch_end(self, net, **kwargs):
+        # skorch's rule counts the misses, copies an improving epoch's weights
+        # into best_model_weights_ (load_best) and stops; before it runs, this
+        # epoch starts a new band (an improvement) or joins the current one.
         current = net.history[-1, self.monitor]
         epoch = net.history[-1, "epoch"]
         if self._is_score_improved(current):
-            self.misses_ = 0
-            self.dynamic_threshold_ = self._calc_new_threshold(current)
-            self.best_epoch_ = epoch
             self.best_loss_ = current
             self.best_standard_error_ = self._standard_error()
-            self._checkpoint(net, epoch, reset=True)
+            self.checkpoint_epoch_ = epoch
+            self.n_averaged_ = 1
         else:
-            self.misses_ += 1
             band = self.n_standard_errors * self.best_standard_error_
             if band > 0 and current <= self.best_loss_ + band:
-                self._checkpoint(net, epoch, reset=False)
-        if self.misses_ == self.patience:
-            if net.verbose:
-                self._sink(
-                    f"Stopping since {self.monitor} has not improved in the "
-                    f"last {self.patience} epochs.",
-                    verbose=net.verbose,
-                )
-            raise KeyboardInterrupt
+                self._join_band(net, epoch)
+        super().on_epoch_end(net, **kwargs)
 
-    def _checkpoint(self, net, epoch: int, reset: bool) -> None:
+    def _join_band(self, net, epoch: int) -> None:
+        """Fold this epoch's weights into the average (or keep them alone)."""
         self.checkpoint_epoch_ = epoch
         state = net.module_.state_dict()
-        if reset or not self.average:
+        if not self.average:
             self.best_model_weights_ = deepcopy(state)
-            self.n_averaged_ = 1
             return
         self.n_averaged_ += 1
         for name, value in self.best_model_weights_.items():
