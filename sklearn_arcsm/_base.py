@@ -541,7 +541,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
     # ------------------------------------------------------------------
     # Fit
     # ------------------------------------------------------------------
-    def _fit(self, X, *, continuing=None, epochs=None):
+    def _fit(self, X, *, continuing=None, epochs=None, groups=None):
         """Validate, standardize and train; set fitted attributes only on success.
 
         A fresh fit that fails (bad input, divergence without a checkpoint to
@@ -557,21 +557,25 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             defaults to ``warm_start and fitted``.
         epochs : int, optional
             Epochs to run in this call (default ``max_epochs``).
+        groups : array-like of shape (n_samples,), optional
+            Group labels kept together by the early-stopping split
+            (:meth:`_split`).
         """
         if continuing is None:
             continuing = self.warm_start and hasattr(self, "net_")
         continuing = continuing and hasattr(self, "net_")
         try:
-            return self._fit_unchecked(X, continuing, epochs)
+            return self._fit_unchecked(X, continuing, epochs, groups)
         except BaseException:
             if not continuing:
                 self._clear_fitted_attributes()
             raise
 
-    def _fit_unchecked(self, X, continuing, epochs):
+    def _fit_unchecked(self, X, continuing, epochs, groups=None):
         X = validate_data(
             self, X, reset=not continuing, ensure_min_samples=2, dtype=np.float64
         )
+        groups = self._check_groups(groups, len(X))
         # A continued fit stays where its net lives.
         device = self.device_ if continuing else self._resolve_device()
         levels = self._resolve_noise_levels()
@@ -620,7 +624,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             mean, scale = _mean_and_scale(Y)
         Z, extra_fitted = self._to_model_coordinates((Y - mean) / scale, continuing)
         Z = Z.astype(np.float32)
-        train, valid = self._split(Z, seeds["split"])
+        train, valid = self._split(Z, seeds["split"], groups)
         if continuing:
             net.set_params(train_split=self._train_split(valid))
             if str(net.device) != device:
@@ -815,12 +819,45 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         n_processes = 1 if accelerator is None else accelerator.num_processes
         return auto_batch_size(n_rows - self._n_valid(n_rows), n_processes)
 
-    def _split(self, Z: np.ndarray, seed: int):
+    def _check_groups(self, groups, n_rows: int) -> np.ndarray | None:
+        """``groups`` as a 1-D array of ``n_rows`` labels (None stays None)."""
+        if groups is None:
+            return None
+        groups = np.asarray(groups)
+        if groups.ndim != 1 or len(groups) != n_rows:
+            raise ValueError(
+                "groups must hold one label per row of X, shape "
+                f"({n_rows},); got shape {groups.shape}."
+            )
+        if self.early_stopping and len(np.unique(groups)) < 2:
+            raise ValueError(
+                "groups holds a single group, so early stopping has no group "
+                "left to hold out; pass at least two groups, or groups=None, "
+                "or set early_stopping=False."
+            )
+        return groups
+
+    def _split(self, Z: np.ndarray, seed: int, groups: np.ndarray | None = None):
+        """Training and early-stopping rows of ``Z``.
+
+        Without ``groups``, a random ``validation_fraction`` of the rows is
+        held out. With ``groups``, a random ``validation_fraction`` of the
+        groups is held out with all of their rows: rows that are not
+        independent (noisy copies of one clean row, augmentations of one
+        image, repeated measures of one subject) would otherwise sit on both
+        sides, and the validation loss would reward memorizing them.
+        """
         if not self.early_stopping:
             return Z, None
-        n_valid = self._n_valid(len(Z))
-        order = np.random.RandomState(seed).permutation(len(Z))
-        return Z[order[n_valid:]], Z[order[:n_valid]]
+        rng = np.random.RandomState(seed)
+        if groups is None:
+            n_valid = self._n_valid(len(Z))
+            order = rng.permutation(len(Z))
+            return Z[order[n_valid:]], Z[order[:n_valid]]
+        labels, inverse = np.unique(groups, return_inverse=True)
+        held_out = rng.permutation(len(labels))[: self._n_valid(len(labels))]
+        in_valid = np.isin(inverse, held_out)
+        return Z[~in_valid], Z[in_valid]
 
     @staticmethod
     def _train_split(valid):

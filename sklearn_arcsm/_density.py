@@ -173,7 +173,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         self.whiten = whiten
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, groups=None):
         """Fit the model (by maximum likelihood unless ``objective`` says otherwise).
 
         Parameters
@@ -182,12 +182,17 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
             Training data (at least 2 rows).
         y : None
             Ignored.
+        groups : array-like of shape (n_samples,), default=None
+            Group label of each row. With early stopping, whole groups are
+            held out for validation, so that rows that are not independent
+            (noisy copies of one clean row, augmentations of one image) never
+            sit on both sides of the split; None holds out rows.
 
         Returns
         -------
         self : ARCSMDensity
         """
-        return self._fit(X)
+        return self._fit(X, groups=groups)
 
     def _to_model_coordinates(self, S, continuing):
         """Standardized rows ``S``, mapped by ``marginal_transform``, then whitened."""

@@ -136,7 +136,7 @@ class ARCSMEnsemble(DensityMixin, BaseEstimator):
         return np.stack(orders[: self.n_orderings])
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, groups=None):
         """Fit one member per ordering.
 
         Parameters
@@ -144,6 +144,10 @@ class ARCSMEnsemble(DensityMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_features)
         y : None
             Ignored.
+        groups : array-like of shape (n_samples,), default=None
+            Group label of each row, passed to every member's ``fit`` (an
+            :class:`ARCSMDensity` holds out whole groups for early
+            stopping); None passes nothing.
 
         Returns
         -------
@@ -163,7 +167,9 @@ class ARCSMEnsemble(DensityMixin, BaseEstimator):
             if params.get("bounds") is not None:
                 updates["bounds"] = _permuted_bounds(params["bounds"], order)
             # X[:, order] is a copy: no member sees (or mutates) the user's X.
-            members.append(member.set_params(**updates).fit(X[:, order]))
+            member.set_params(**updates)
+            fit_params = {} if groups is None else {"groups": groups}
+            members.append(member.fit(X[:, order], **fit_params))
         # Set only once every member is fitted: a failed member leaves the
         # ensemble unfitted.
         self.estimators_ = members

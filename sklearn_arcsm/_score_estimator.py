@@ -101,7 +101,7 @@ class CSMScoreEstimator(BaseCSMEstimator):
     _default_n_iter_no_change = 50
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, groups=None):
         """Fit the conditional scores by noise-conditional composite score matching.
 
         Parameters
@@ -110,12 +110,17 @@ class CSMScoreEstimator(BaseCSMEstimator):
             Samples of the distribution (at least 2 rows).
         y : None
             Ignored.
+        groups : array-like of shape (n_samples,), default=None
+            Group label of each row. With early stopping, whole groups are
+            held out for validation, so that rows that are not independent
+            (copies or augmentations of one sample) never sit on both sides
+            of the split; None holds out rows.
 
         Returns
         -------
         self : CSMScoreEstimator
         """
-        return self._fit(X)
+        return self._fit(X, groups=groups)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
