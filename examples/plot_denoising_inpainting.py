@@ -7,12 +7,14 @@ Because :meth:`~sklearn_arcsm.ARCSMDensity.score_samples` is an exact,
 differentiable log-density, a fitted :class:`~sklearn_arcsm.ARCSMDensity`
 can restore corrupted images:
 
-* :meth:`~sklearn_arcsm.ARCSMDensity.denoise` applies Tweedie's formula
+* :class:`~sklearn_arcsm.ARCSMDenoiser` applies Tweedie's formula
   ``y + s**2 * grad log p_s(y)`` to images ``y`` corrupted by Gaussian noise
   of standard deviation ``s``. The gradient is the *joint* score
   (:meth:`~sklearn_arcsm.ARCSMDensity.log_density_gradient`), and ``p_s`` is
-  the density of the noisy images, so the model is fitted on noisy images:
-  no clean image is needed (empirical Bayes).
+  the density of the noisy images: the denoiser fits it to several noisy
+  copies of each clean training image, holding out whole images for early
+  stopping. (With only noisy images at hand, ``training_data="noisy"`` fits
+  ``p_s`` to them: empirical Bayes.)
 * :meth:`~sklearn_arcsm.ARCSMDensity.inpaint` draws the masked pixels from
   the model's conditional given the others: exactly, one pixel at a time,
   when every masked pixel comes after the observed ones in raster order
@@ -32,7 +34,7 @@ import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from sklearn_arcsm import ARCSMDensity
+from sklearn_arcsm import ARCSMDenoiser, ARCSMDensity
 
 rng = np.random.RandomState(0)
 X_train, X_test = train_test_split(load_digits().data, test_size=0.25, random_state=0)
@@ -64,15 +66,17 @@ def show(rows, titles):
 # %%
 # Denoising
 # ---------
-# Corrupt every image with Gaussian noise of standard deviation 2 (pixel
-# values run from 0 to 16), fit the model on the noisy training images, and
-# denoise the noisy test images.
+# Corrupt the test images with Gaussian noise of standard deviation 2 (pixel
+# values run from 0 to 16). The denoiser learns the density of noisy images
+# from four noisy copies of each clean training image, then denoises the
+# noisy test images.
 noise_std = 2.0
-noisy_train = X_train + noise_std * rng.normal(size=X_train.shape)
 noisy = clean + noise_std * rng.normal(size=clean.shape)
 
-noisy_model = ARCSMDensity(max_epochs=60, random_state=0).fit(noisy_train)
-denoised = noisy_model.denoise(noisy, noise_std)
+denoiser = ARCSMDenoiser(
+    ARCSMDensity(max_epochs=60), noise_std=noise_std, n_copies=4, random_state=0
+).fit(X_train)
+denoised = denoiser.transform(noisy)
 print(
     f"PSNR noisy: {psnr(clean, noisy):.1f} dB, denoised: {psnr(clean, denoised):.1f} dB"
 )

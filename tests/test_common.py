@@ -18,6 +18,11 @@ def _public_estimators():
             yield obj(density)
             # the ratio statistic has its own fitted state (background_)
             yield obj(density, statistic="log_ratio")
+        elif obj is sklearn_arcsm.ARCSMDenoiser:
+            density = sklearn_arcsm.ARCSMDensity(**CHEAP_PARAMS)
+            yield obj(density, n_copies=2, random_state=0)
+            # empirical Bayes: the density of the rows given to fit
+            yield obj(density, training_data="noisy", random_state=0)
         elif obj is sklearn_arcsm.ARCSMEnsemble:
             density = sklearn_arcsm.ARCSMDensity(**CHEAP_PARAMS)
             yield obj(density, n_orderings=2, random_state=0)
@@ -54,6 +59,7 @@ def test_all_estimators_are_checked():
     # added to __all__ must appear here, and none may drop out.
     names = {type(est).__name__ for est in _public_estimators()}
     assert names == {
+        "ARCSMDenoiser",
         "ARCSMDensity",
         "ARCSMEnsemble",
         "ARCSMOutlierDetector",

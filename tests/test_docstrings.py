@@ -6,6 +6,7 @@ import pytest
 from numpydoc.docscrape import ClassDoc
 
 from sklearn_arcsm import (
+    ARCSMDenoiser,
     ARCSMDensity,
     ARCSMEnsemble,
     ARCSMOutlierDetector,
@@ -14,7 +15,14 @@ from sklearn_arcsm import (
 
 
 @pytest.mark.parametrize(
-    "cls", [ARCSMDensity, ARCSMEnsemble, ARCSMOutlierDetector, CSMScoreEstimator]
+    "cls",
+    [
+        ARCSMDenoiser,
+        ARCSMDensity,
+        ARCSMEnsemble,
+        ARCSMOutlierDetector,
+        CSMScoreEstimator,
+    ],
 )
 def test_parameters_section_matches_the_signature(cls):
     documented = [p.name for p in ClassDoc(cls)["Parameters"]]

@@ -1,0 +1,195 @@
+"""ARCSMDenoiser: Tweedie's formula with a learned density of the noisy data."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validate_data
+
+from sklearn_arcsm._density import ARCSMDensity
+
+__all__ = ["ARCSMDenoiser"]
+
+
+class ARCSMDenoiser(TransformerMixin, BaseEstimator):
+    """Denoiser of Gaussian noise of known level, by Tweedie's formula.
+
+    For ``y = x + s z`` with ``z`` standard normal, the posterior mean of
+    the clean ``x`` is, exactly,
+
+    .. math::
+
+        E[x \\mid y] = y + s^2 \\nabla_y \\log p_s(y),
+
+    where ``p_s`` is the density of the *noisy* data. :meth:`fit` learns
+    ``p_s`` with a clone of ``estimator`` (an :class:`ARCSMDensity`, whose
+    exact log-density has a gradient by automatic differentiation), and
+    :meth:`transform` applies the formula.
+
+    With ``training_data="clean"``, ``fit`` receives clean rows and fits the
+    density to ``n_copies`` noisy copies of each, the noise drawn with
+    ``random_state``: more copies estimate ``p_s`` better. The copies of one
+    clean row are passed as one group (``fit(..., groups=...)``), so early
+    stopping holds out whole clean rows: held-out copies of rows that are
+    also trained on would reward memorizing them (measured on digits: a
+    GaussianMixture chosen that way fell below the noisy input itself).
+    With ``training_data="noisy"``, ``fit`` receives the noisy observations
+    themselves (empirical Bayes: no clean data needed), fits the density to
+    them as they are, and ``fit_transform`` denoises them.
+
+    Parameters
+    ----------
+    estimator : ARCSMDensity or None, default=None
+        The density model of the noisy data; None means ``ARCSMDensity()``.
+        Any estimator with ``fit`` and ``log_density_gradient`` works (an
+        :class:`ARCSMEnsemble` too). It is cloned, never fitted in place.
+    noise_std : float or array-like of shape (n_features,), default=1.0
+        Standard deviation ``s`` of the noise, in the units of ``X``: one
+        for all features, or one per feature.
+    training_data : {"clean", "noisy"}, default="clean"
+        What ``fit`` receives: clean rows, to which noise of ``noise_std``
+        is added, or noisy observations, used as they are.
+    n_copies : int, default=8
+        Noisy copies of each clean row (``training_data="clean"`` only).
+        The density is fitted to ``n_copies * n_samples`` rows: the fit
+        costs about that many times more per epoch.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the noise of the copies and the density's own
+        ``random_state`` (if it has one).
+
+    Attributes
+    ----------
+    estimator_ : ARCSMDensity
+        The fitted density of the noisy data.
+    noise_std_ : ndarray of shape (n_features,)
+        The noise level of each feature.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
+        Names of features, if ``X`` had string column names.
+
+    See Also
+    --------
+    ARCSMDensity.denoise : The same formula on a density fitted by hand.
+
+    Notes
+    -----
+    The formula is the posterior mean under the fitted ``p_s``: its error
+    is that of the gradient of the fitted log-density, multiplied by
+    ``s**2``. The gradient has every partial derivative (the conditional
+    scores plus the later conditionals' dependence on each entry), by
+    automatic differentiation through the exact quadrature density, at
+    about five times the cost of ``score_samples``. Measured on held-out
+    digits (``benchmarks/bench_restoration.py``) against Tweedie's formula
+    with a GaussianMixture fitted to the same copies, a Gaussian filter and
+    a PCA projection: see the user guide's section "Denoising".
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_arcsm import ARCSMDenoiser, ARCSMDensity
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.normal(size=(300, 2)) @ [[1.0, 0.9], [0.0, 0.4]]
+    >>> denoiser = ARCSMDenoiser(
+    ...     ARCSMDensity(max_epochs=5), noise_std=0.5, n_copies=2, random_state=0
+    ... ).fit(X)
+    >>> Y = X[:3] + 0.5 * rng.normal(size=(3, 2))
+    >>> denoiser.transform(Y).shape
+    (3, 2)
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [None, HasMethods(["fit", "log_density_gradient"])],
+        "noise_std": [Interval(Real, 0, None, closed="neither"), "array-like"],
+        "training_data": [StrOptions({"clean", "noisy"})],
+        "n_copies": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        estimator=None,
+        *,
+        noise_std=1.0,
+        training_data="clean",
+        n_copies=8,
+        random_state=None,
+    ):
+        self.estimator = estimator
+        self.noise_std = noise_std
+        self.training_data = training_data
+        self.n_copies = n_copies
+        self.random_state = random_state
+
+    def __sklearn_is_fitted__(self) -> bool:
+        # validate_data sets n_features_in_ before the density is fitted: a
+        # fit that failed part way must not look fitted.
+        return hasattr(self, "estimator_")
+
+    def _noise_std(self, n_features: int) -> np.ndarray:
+        std = np.asarray(self.noise_std, dtype=np.float64)
+        if std.ndim > 1 or (std.ndim == 1 and std.shape != (n_features,)):
+            raise ValueError(
+                "noise_std must be a number or an array of shape (n_features,) = "
+                f"({n_features},); got shape {std.shape}."
+            )
+        if not (np.all(np.isfinite(std)) and np.all(std > 0)):
+            raise ValueError(
+                f"noise_std must be positive and finite; got {self.noise_std!r}."
+            )
+        return np.broadcast_to(std, (n_features,)).copy()
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the density of the noisy data.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Clean rows (``training_data="clean"``) or noisy observations
+            (``training_data="noisy"``).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : ARCSMDenoiser
+        """
+        for name in [n for n in vars(self) if n.endswith("_") and n[0] != "_"]:
+            delattr(self, name)  # a failed refit must not look fitted
+        X = validate_data(self, X, ensure_min_samples=2, dtype=np.float64)
+        std = self._noise_std(X.shape[1])
+        rng = check_random_state(self.random_state)
+        estimator = clone(ARCSMDensity() if self.estimator is None else self.estimator)
+        if "random_state" in estimator.get_params(deep=False):
+            estimator.set_params(random_state=int(rng.randint(np.iinfo(np.int32).max)))
+        fit_params = {}
+        if self.training_data == "clean":
+            groups = np.repeat(np.arange(len(X)), self.n_copies)
+            # np.repeat copies: the user's X is never touched.
+            X = X[groups] + std * rng.standard_normal((len(groups), X.shape[1]))
+            if has_fit_parameter(estimator, "groups"):
+                fit_params["groups"] = groups
+        self.estimator_ = estimator.fit(X, **fit_params)
+        self.noise_std_ = std
+        return self
+
+    def transform(self, X):
+        """Posterior means of the clean rows, ``X + s**2 grad log p_s(X)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Noisy rows, with noise of ``noise_std``.
+
+        Returns
+        -------
+        X_denoised : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return X + self.noise_std_**2 * self.estimator_.log_density_gradient(X)
