@@ -178,16 +178,6 @@ def _gmm_tweedie(train, s, components, n_copies, rng):
     return denoise, {"n_components": best_n, "n_copies": n_copies}
 
 
-def _conditional_tweedie(est, Y, s):
-    """The paper's formula: conditional scores only (standardized -> pixels)."""
-    module, _ = est._inference_modules()
-    Z = torch.as_tensor((Y - est.mean_) / est.scale_, dtype=torch.float64)
-    sigma = torch.tensor(est.noise_levels_[-1], dtype=torch.float64)
-    with torch.no_grad():
-        scores = module(Z, sigma).numpy() / est.scale_
-    return Y + s**2 * scores
-
-
 def denoising_rows(config: RestorationConfig, log=print) -> list[dict]:
     train, test = load(config)
     rng = np.random.RandomState(1)
@@ -214,8 +204,10 @@ def denoising_rows(config: RestorationConfig, log=print) -> list[dict]:
             log(f"  s={s}: fitted ARCSMDenoiser, {copies} copies, in {fit_s:.0f} s")
             info = {"n_iter": est.n_iter_, "n_copies": copies, "fit_s": round(fit_s)}
             if copies == config.n_copies:
+                # The paper's formula on the same fit (what
+                # ARCSMDenoiser(formula="conditional") applies).
                 methods["arcsm_conditional"] = (
-                    (lambda Y, est=est, s=s: _conditional_tweedie(est, Y, s)),
+                    (lambda Y, est=est, s=s: Y + s**2 * est.conditional_scores(Y)),
                     info,
                 )
             methods["arcsm_tweedie" + suffix] = (denoiser.transform, info)

@@ -591,9 +591,11 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             device = str(accelerator.device)
             if torch.device(device).type == "cpu":
                 device = "cpu"  # Accelerate says "cpu:<rank>"; CPU is one device
-        batch_size = self._resolve_batch_size(len(X), accelerator)
+        batch_size = self._resolve_batch_size(
+            self._n_train(len(X), seeds["split"], groups), accelerator
+        )
         if accelerator is not None:
-            seeds = agree_across_processes(accelerator, seeds, X, batch_size)
+            seeds = agree_across_processes(accelerator, seeds, X, batch_size, groups)
         bounds = self._resolve_bounds(X.shape[1])
         if continuing and bounds != self.bounds_:
             raise ValueError(
@@ -812,12 +814,19 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         n_valid = int(round(self.validation_fraction * n_rows))
         return min(max(n_valid, 1), n_rows - 1)
 
-    def _resolve_batch_size(self, n_rows: int, accelerator=None) -> int:
-        """``batch_size``, with "auto" resolved for the training split's size."""
+    def _n_train(self, n_rows: int, seed: int, groups=None) -> int:
+        """Rows that :meth:`_split` leaves for training."""
+        if groups is None or not self.early_stopping:
+            return n_rows - self._n_valid(n_rows)
+        dummy = np.empty((n_rows, 0))
+        return len(self._split(dummy, seed, groups)[0])
+
+    def _resolve_batch_size(self, n_train: int, accelerator=None) -> int:
+        """``batch_size``, with "auto" resolved for ``n_train`` training rows."""
         if self.batch_size != "auto":
             return int(self.batch_size)
         n_processes = 1 if accelerator is None else accelerator.num_processes
-        return auto_batch_size(n_rows - self._n_valid(n_rows), n_processes)
+        return auto_batch_size(n_train, n_processes)
 
     def _check_groups(self, groups, n_rows: int) -> np.ndarray | None:
         """``groups`` as a 1-D array of ``n_rows`` labels (None stays None)."""

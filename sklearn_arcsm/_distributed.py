@@ -55,7 +55,9 @@ def make_accelerator(device: str):
     )
 
 
-def agree_across_processes(accelerator, seeds: dict, X: np.ndarray, batch_size: int):
+def agree_across_processes(
+    accelerator, seeds: dict, X: np.ndarray, batch_size: int, groups=None
+):
     """The main process's seeds, after checking that all processes can agree.
 
     Every process must fit the same rows (the validation split, the
@@ -72,13 +74,17 @@ def agree_across_processes(accelerator, seeds: dict, X: np.ndarray, batch_size: 
             f"batch_size={batch_size} is the global batch, split across the {n} "
             f"processes: use a multiple of {n}."
         )
-    fingerprint = hashlib.sha256(np.ascontiguousarray(X).tobytes()).hexdigest()
+    digest = hashlib.sha256(np.ascontiguousarray(X).tobytes())
+    if groups is not None:  # the split depends on them too
+        digest.update(np.asarray(groups).astype(str).astype(bytes).tobytes())
+    fingerprint = digest.hexdigest()
     fingerprints = gather_object([(X.shape, fingerprint)])
     if len(set(fingerprints)) > 1:
         raise ValueError(
             "distributed='accelerate': every process must call fit with the same "
-            f"X; the {n} processes got different data {fingerprints}. Load the "
-            "same data in every process (Accelerate shards the batches)."
+            f"X (and groups); the {n} processes got different data "
+            f"{fingerprints}. Load the same data in every process (Accelerate "
+            "shards the batches)."
         )
     return broadcast_object_list([seeds])[0]
 

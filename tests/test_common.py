@@ -23,6 +23,8 @@ def _public_estimators():
             yield obj(density, n_copies=2, random_state=0)
             # empirical Bayes: the density of the rows given to fit
             yield obj(density, training_data="noisy", random_state=0)
+            # the paper's formula: the conditional scores
+            yield obj(density, formula="conditional", n_copies=2, random_state=0)
         elif obj is sklearn_arcsm.ARCSMEnsemble:
             density = sklearn_arcsm.ARCSMDensity(**CHEAP_PARAMS)
             yield obj(density, n_orderings=2, random_state=0)

@@ -64,3 +64,17 @@ def test_bad_groups_are_clear_errors(groups, match):
     X = np.random.RandomState(0).normal(size=(10, 2))
     with pytest.raises(ValueError, match=match):
         ARCSMDensity(**CHEAP_PARAMS).fit(X, groups=groups)
+
+
+def test_the_automatic_batch_size_is_that_of_the_grouped_training_rows(monkeypatch):
+    from sklearn_arcsm._base import auto_batch_size
+
+    seen = _spy_on_validation(monkeypatch)
+    X = np.random.RandomState(0).normal(size=(3000, 2))
+    # one group of 2,000 rows and 1,000 single rows: holding out 100 groups
+    # leaves 2,900 or 1,000 training rows, never the 2,700 of a row split
+    groups = np.r_[np.zeros(2000, dtype=int), np.arange(1, 1001)]
+    params = {**CHEAP_PARAMS, "batch_size": "auto", "max_epochs": 1}
+    est = ARCSMDensity(random_state=0, **params).fit(X, groups=groups)
+    n_train = 3000 - seen[0]
+    assert est.batch_size_ == auto_batch_size(n_train)

@@ -227,3 +227,65 @@ def test_denoise_bad_noise_std_is_a_clear_error(fitted, noise_std):
     est, X = fitted
     with pytest.raises(ValueError, match="noise_std"):
         est.denoise(X[:3], noise_std)
+
+
+def _brute_force_first_score(est, points, step=1e-3):
+    """d/dx0 log p(x0), with p(x0) the integral of the model's density over x1."""
+    grid = np.linspace(-25.0, 25.0, 20001)
+
+    def log_marginal(x0):
+        pairs = np.c_[np.full(len(grid), x0), grid]
+        log_p = est.score_samples(pairs)
+        top = log_p.max()
+        return top + np.log(np.trapezoid(np.exp(log_p - top), grid))
+
+    return np.array(
+        [(log_marginal(x + step) - log_marginal(x - step)) / (2 * step) for x in points]
+    )
+
+
+@pytest.fixture(scope="module", params=["plain", "quantile", "bounded"])
+def fitted_variants(request, fitted):
+    # The three elementwise maps between X and the model's coordinates:
+    # standardization alone, a marginal map of every column, and a box.
+    if request.param == "plain":
+        return fitted
+    _, X = fitted
+    extra = (
+        {"marginal_transform": "quantile"}
+        if request.param == "quantile"
+        else {"bounds": ([-15.0, -12.0], [15.0, 14.0])}
+    )
+    est = ARCSMDensity(
+        hidden_layer_sizes=(16,),
+        head_layer_sizes=(16,),
+        max_epochs=10,
+        random_state=0,
+        **extra,
+    ).fit(X)
+    # the map under test is really there
+    assert (est.marginal_ is not None) == (request.param == "quantile")
+    assert (est.bounds_ is not None) == (request.param == "bounded")
+    return est, X
+
+
+def test_conditional_scores_are_the_derivatives_of_the_conditionals(fitted_variants):
+    # The first conditional is the marginal of x0: its score is the
+    # derivative of the log of the density integrated over x1, by brute
+    # force. The last conditional's score is the joint score's last entry.
+    est, X = fitted_variants
+    points = X[:6]
+    scores = est.conditional_scores(points)
+    np.testing.assert_allclose(
+        scores[:, 0], _brute_force_first_score(est, points[:, 0]), atol=2e-3
+    )
+    np.testing.assert_allclose(
+        scores[:, 1], est.log_density_gradient(points)[:, 1], rtol=1e-6, atol=1e-8
+    )
+
+
+def test_conditional_scores_refuse_a_whitened_model(fitted):
+    _, X = fitted
+    est = ARCSMDensity(whiten="pca", max_epochs=2, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="whiten"):
+        est.conditional_scores(X[:3])
