@@ -10,7 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validate_data
 
-from sklearn_arcsm._density import ARCSMDensity
+from sklearn_arcsm._density import ARCSMDensity, check_noise_std
 
 __all__ = ["ARCSMDenoiser"]
 
@@ -157,19 +157,6 @@ class ARCSMDenoiser(TransformerMixin, BaseEstimator):
         # fit that failed part way must not look fitted.
         return hasattr(self, "estimator_")
 
-    def _noise_std(self, n_features: int) -> np.ndarray:
-        std = np.asarray(self.noise_std, dtype=np.float64)
-        if std.ndim > 1 or (std.ndim == 1 and std.shape != (n_features,)):
-            raise ValueError(
-                "noise_std must be a number or an array of shape (n_features,) = "
-                f"({n_features},); got shape {std.shape}."
-            )
-        if not (np.all(np.isfinite(std)) and np.all(std > 0)):
-            raise ValueError(
-                f"noise_std must be positive and finite; got {self.noise_std!r}."
-            )
-        return np.broadcast_to(std, (n_features,)).copy()
-
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None):
         """Fit the density of the noisy data.
@@ -189,7 +176,7 @@ class ARCSMDenoiser(TransformerMixin, BaseEstimator):
         for name in [n for n in vars(self) if n.endswith("_") and n[0] != "_"]:
             delattr(self, name)  # a failed refit must not look fitted
         X = validate_data(self, X, ensure_min_samples=2, dtype=np.float64)
-        std = self._noise_std(X.shape[1])
+        std = check_noise_std(self.noise_std, X.shape[1])
         rng = check_random_state(self.random_state)
         estimator = clone(ARCSMDensity() if self.estimator is None else self.estimator)
         self._check_density(estimator)

@@ -27,6 +27,23 @@ __all__ = ["ARCSMDensity"]
 POINT_MASS_SHARE = 0.25
 
 
+def check_noise_std(noise_std, n_features: int) -> np.ndarray:
+    """``noise_std`` (a number, or one per feature) as an array of ``n_features``.
+
+    Raises a ValueError that says what is wrong: a shape other than ``()`` or
+    ``(n_features,)``, or a value that is not positive and finite.
+    """
+    std = np.asarray(noise_std, dtype=np.float64)
+    if std.ndim > 1 or (std.ndim == 1 and std.shape != (n_features,)):
+        raise ValueError(
+            "noise_std must be a number or an array of shape (n_features,) = "
+            f"({n_features},); got shape {std.shape}."
+        )
+    if not (np.all(np.isfinite(std)) and np.all(std > 0)):
+        raise ValueError(f"noise_std must be positive and finite; got {noise_std!r}.")
+    return np.broadcast_to(std, (n_features,)).copy()
+
+
 class ARCSMDensity(DensityMixin, BaseCSMEstimator):
     """Density estimator: an autoregressive conditional score model (AR-CSM).
 
@@ -442,16 +459,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         X_denoised : ndarray of shape (n_samples, n_features)
         """
         check_is_fitted(self)
-        std = np.asarray(noise_std, dtype=np.float64)
-        if std.ndim > 1 or (std.ndim == 1 and std.shape != (self.n_features_in_,)):
-            raise ValueError(
-                "noise_std must be a number or an array of shape (n_features,) = "
-                f"({self.n_features_in_},); got shape {std.shape}."
-            )
-        if not (np.all(np.isfinite(std)) and np.all(std > 0)):
-            raise ValueError(
-                f"noise_std must be positive and finite; got {noise_std!r}."
-            )
+        std = check_noise_std(noise_std, self.n_features_in_)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         return X + std**2 * self._log_density_gradient_of(X)
 
