@@ -375,13 +375,22 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
         grad = self._log_density_gradient_standardized(self._model_coordinates(S))
         if self.whitening_ is not None:
             grad = self.whitening_.pullback(grad)
+        return self._scores_in_data_units(grad, S, X)
+
+    def _scores_in_data_units(self, scores, S, X: np.ndarray) -> np.ndarray:
+        """Scores in the marginal map's coordinates, pulled back to ``X``'s units.
+
+        Every map from ``X`` to those coordinates (the box's map onto R, the
+        standardization, the marginal map) is elementwise, so joint and
+        conditional scores alike transform by the 1-D chain rule per column.
+        ``S`` holds the standardized rows of the validated ``X``.
+        """
         if self.marginal_ is not None:
-            grad = self.marginal_.scores(S, grad)
-        grad = grad / torch.as_tensor(self.scale_).to(grad)
+            scores = self.marginal_.scores(S, scores)
+        scores = scores / torch.as_tensor(self.scale_).to(scores)
         if self.bounds_ is not None:
-            # The map onto R is elementwise: the 1-D chain rule per column.
-            grad = self.bounds_.scores(torch.as_tensor(X).to(grad), grad)
-        return grad.cpu().numpy()
+            scores = self.bounds_.scores(torch.as_tensor(X).to(scores), scores)
+        return scores.cpu().numpy()
 
     def conditional_scores(self, X):
         """Conditional scores ``d/dx_d log p(x_d | x_<d)`` at each sample.
@@ -426,14 +435,7 @@ class ARCSMDensity(DensityMixin, BaseCSMEstimator):
                 module(Z[i : i + chunk], sigma) for i in range(0, Z.shape[0], chunk)
             ]
         scores = torch.cat(parts) if parts else torch.zeros_like(Z)
-        # Every map below is elementwise, so a conditional score transforms
-        # as a 1-D score: the 1-D chain rule per column, as for the gradient.
-        if self.marginal_ is not None:
-            scores = self.marginal_.scores(S, scores)
-        scores = scores / torch.as_tensor(self.scale_).to(scores)
-        if self.bounds_ is not None:
-            scores = self.bounds_.scores(torch.as_tensor(X).to(scores), scores)
-        return scores.cpu().numpy()
+        return self._scores_in_data_units(scores, S, X)
 
     def denoise(self, X, noise_std):
         """Denoise samples corrupted by Gaussian noise (Tweedie's formula).
