@@ -559,7 +559,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             Epochs to run in this call (default ``max_epochs``).
         groups : array-like of shape (n_samples,), optional
             Group labels kept together by the early-stopping split
-            (:meth:`_split`).
+            (:meth:`_split_rows`).
         """
         if continuing is None:
             continuing = self.warm_start and hasattr(self, "net_")
@@ -591,9 +591,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             device = str(accelerator.device)
             if torch.device(device).type == "cpu":
                 device = "cpu"  # Accelerate says "cpu:<rank>"; CPU is one device
-        batch_size = self._resolve_batch_size(
-            self._n_train(len(X), seeds["split"], groups), accelerator
-        )
+        train_rows, valid_rows = self._split_rows(len(X), seeds["split"], groups)
+        batch_size = self._resolve_batch_size(len(train_rows), accelerator)
         if accelerator is not None:
             seeds = agree_across_processes(accelerator, seeds, X, batch_size, groups)
         bounds = self._resolve_bounds(X.shape[1])
@@ -626,7 +625,10 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             mean, scale = _mean_and_scale(Y)
         Z, extra_fitted = self._to_model_coordinates((Y - mean) / scale, continuing)
         Z = Z.astype(np.float32)
-        train, valid = self._split(Z, seeds["split"], groups)
+        if valid_rows is None:
+            train, valid = Z, None
+        else:
+            train, valid = Z[train_rows], Z[valid_rows]
         if continuing:
             net.set_params(train_split=self._train_split(valid))
             if str(net.device) != device:
@@ -814,13 +816,6 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         n_valid = int(round(self.validation_fraction * n_rows))
         return min(max(n_valid, 1), n_rows - 1)
 
-    def _n_train(self, n_rows: int, seed: int, groups=None) -> int:
-        """Rows that :meth:`_split` leaves for training."""
-        if groups is None or not self.early_stopping:
-            return n_rows - self._n_valid(n_rows)
-        dummy = np.empty((n_rows, 0))
-        return len(self._split(dummy, seed, groups)[0])
-
     def _resolve_batch_size(self, n_train: int, accelerator=None) -> int:
         """``batch_size``, with "auto" resolved for ``n_train`` training rows."""
         if self.batch_size != "auto":
@@ -846,8 +841,8 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             )
         return groups
 
-    def _split(self, Z: np.ndarray, seed: int, groups: np.ndarray | None = None):
-        """Training and early-stopping rows of ``Z``.
+    def _split_rows(self, n_rows: int, seed: int, groups: np.ndarray | None = None):
+        """Indices of the training and early-stopping rows (None: no early stopping).
 
         Without ``groups``, a random ``validation_fraction`` of the rows is
         held out. With ``groups``, a random ``validation_fraction`` of the
@@ -857,16 +852,16 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
         sides, and the validation loss would reward memorizing them.
         """
         if not self.early_stopping:
-            return Z, None
+            return np.arange(n_rows), None
         rng = np.random.RandomState(seed)
         if groups is None:
-            n_valid = self._n_valid(len(Z))
-            order = rng.permutation(len(Z))
-            return Z[order[n_valid:]], Z[order[:n_valid]]
+            n_valid = self._n_valid(n_rows)
+            order = rng.permutation(n_rows)
+            return order[n_valid:], order[:n_valid]
         labels, inverse = np.unique(groups, return_inverse=True)
         held_out = rng.permutation(len(labels))[: self._n_valid(len(labels))]
         in_valid = np.isin(inverse, held_out)
-        return Z[~in_valid], Z[in_valid]
+        return np.flatnonzero(~in_valid), np.flatnonzero(in_valid)
 
     @staticmethod
     def _train_split(valid):

@@ -37,11 +37,10 @@ def test_fit_holds_out_whole_groups(cls, monkeypatch):
 
 def test_the_grouped_split_keeps_every_group_on_one_side():
     est = ARCSMDensity(validation_fraction=0.25)
-    Z = np.arange(300, dtype=np.float64)[:, None]
     groups = np.repeat(np.arange(60), 5)
-    train, valid = est._split(Z, 0, groups)
-    train_groups = set(groups[train[:, 0].astype(int)])
-    valid_groups = set(groups[valid[:, 0].astype(int)])
+    train, valid = est._split_rows(300, 0, groups)
+    train_groups = set(groups[train])
+    valid_groups = set(groups[valid])
     assert not train_groups & valid_groups
     assert len(valid_groups) == 15 and len(train) + len(valid) == 300
 
