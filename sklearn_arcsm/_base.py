@@ -151,6 +151,17 @@ def default_noise_levels() -> np.ndarray:
     return np.geomspace(1.0, 0.1, 4)
 
 
+def clear_fitted_attributes(estimator) -> None:
+    """Delete what ``check_is_fitted`` looks at: public attributes ending in "_".
+
+    A fit that fails part way calls it so that the estimator does not look
+    fitted with a mix of old and new state.
+    """
+    for name in list(vars(estimator)):
+        if name.endswith("_") and not name.startswith("_"):
+            delattr(estimator, name)
+
+
 def auto_batch_size(n_train: int, n_processes: int = 1) -> int:
     """The mini-batch size of ``batch_size="auto"`` for ``n_train`` rows.
 
@@ -804,10 +815,7 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
 
     def _clear_fitted_attributes(self) -> None:
         self.__dict__.pop("_inference_cache", None)
-        # Everything check_is_fitted looks at: public names ending in "_".
-        for name in list(vars(self)):
-            if name.endswith("_") and not name.startswith("_"):
-                delattr(self, name)
+        clear_fitted_attributes(self)
 
     def _n_valid(self, n_rows: int) -> int:
         """Rows held out for early stopping (0 without it)."""

@@ -10,6 +10,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, has_fit_parameter, validate_data
 
+from sklearn_arcsm._base import clear_fitted_attributes
 from sklearn_arcsm._density import ARCSMDensity, check_noise_std
 
 __all__ = ["ARCSMDenoiser"]
@@ -173,8 +174,7 @@ class ARCSMDenoiser(TransformerMixin, BaseEstimator):
         -------
         self : ARCSMDenoiser
         """
-        for name in [n for n in vars(self) if n.endswith("_") and n[0] != "_"]:
-            delattr(self, name)  # a failed refit must not look fitted
+        clear_fitted_attributes(self)  # a failed refit must not look fitted
         X = validate_data(self, X, ensure_min_samples=2, dtype=np.float64)
         std = check_noise_std(self.noise_std, X.shape[1])
         rng = check_random_state(self.random_state)
