@@ -841,12 +841,6 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
                 "groups must hold one label per row of X, shape "
                 f"({n_rows},); got shape {groups.shape}."
             )
-        if self.early_stopping and len(np.unique(groups)) < 2:
-            raise ValueError(
-                "groups holds a single group, so early stopping has no group "
-                "left to hold out; pass at least two groups, or groups=None, "
-                "or set early_stopping=False."
-            )
         return groups
 
     def _split_rows(self, n_rows: int, seed: int, groups: np.ndarray | None = None):
@@ -867,6 +861,12 @@ class BaseCSMEstimator(FittedModelMixin, BaseEstimator):
             order = rng.permutation(n_rows)
             return order[n_valid:], order[:n_valid]
         labels, inverse = np.unique(groups, return_inverse=True)
+        if len(labels) < 2:
+            raise ValueError(
+                "groups holds a single group, so early stopping has no group "
+                "left to hold out; pass at least two groups, or groups=None, "
+                "or set early_stopping=False."
+            )
         held_out = rng.permutation(len(labels))[: self._n_valid(len(labels))]
         in_valid = np.isin(inverse, held_out)
         return np.flatnonzero(~in_valid), np.flatnonzero(in_valid)
