@@ -6,7 +6,7 @@ from sklearn_arcsm._ensemble import ARCSMEnsemble
 from sklearn_arcsm._outlier import ARCSMOutlierDetector
 from sklearn_arcsm._score_estimator import CSMScoreEstimator
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 __all__ = [
     "ARCSMDenoiser",
     "ARCSMDensity",
