@@ -1,5 +1,6 @@
 """Smoke test: the benchmark command runs end to end in quick mode."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -270,3 +271,20 @@ def test_score_oracles_match_finite_differences_of_exact_log_densities():
             step[d] = 1e-5
             fd = (log_marginal(Y + step, d) - log_marginal(Y - step, d)) / 2e-5
             np.testing.assert_allclose(scores[:, d], fd, rtol=1e-5, atol=1e-6)
+
+
+def test_real_data_benchmark_tunes_the_whitening_by_three_folds(tmp_path):
+    # arcsm_tuned searches parameters that the default spline head uses
+    # (the whitening), by 3-fold cross-validation: one score per candidate.
+    _run_quick(
+        "benchmarks/quality/run_real.py",
+        *("--datasets", "diabetes", "--methods", "arcsm_tuned"),
+        *("--output-dir", str(tmp_path)),
+    )
+    with open(tmp_path / "real.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    info = json.loads(row["info"])
+    assert row["method"] == "arcsm_tuned"
+    assert info["best_params"]["whiten"] in ("None", "cholesky")
+    assert info["n_splits"] == 3 and len(info["cv_means"]) == 2
+    assert set(info["plain_best"]) == {"max_epochs", "whiten"}
