@@ -119,8 +119,6 @@ def keep_unless_better(reference, *, n_standard_errors=1.0):
         candidates = np.flatnonzero(better)
         return int(candidates[np.argmax(mean[candidates])])
 
-    refit.reference = reference
-    refit.n_standard_errors = n_standard_errors
     return refit
 
 
